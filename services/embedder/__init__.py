@@ -1,0 +1,1 @@
+"""ragplane embedder service."""

@@ -1,0 +1,1 @@
+"""ragplane gateway service."""

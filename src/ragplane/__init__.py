@@ -1,0 +1,1 @@
+"""ragplane: retrieval-augmented generation as four gRPC services."""

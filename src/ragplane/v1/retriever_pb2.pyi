@@ -1,0 +1,168 @@
+from ragplane.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Collection(_message.Message):
+    __slots__ = ("name", "model", "chunk_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: _common_pb2.EmbeddingModel
+    chunk_count: int
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+
+class CreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "model", "exist_ok")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: _common_pb2.EmbeddingModel
+    exist_ok: bool
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+
+class CreateCollectionResponse(_message.Message):
+    __slots__ = ("collection", "created")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    collection: Collection
+    created: bool
+    def __init__(self, collection: _Optional[_Union[Collection, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class DescribeCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DescribeCollectionResponse(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: Collection
+    def __init__(self, collection: _Optional[_Union[Collection, _Mapping]] = ...) -> None: ...
+
+class DropCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DropCollectionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "doc_ids")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_IDS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    doc_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., doc_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StoredDocument(_message.Message):
+    __slots__ = ("doc_id", "doc_hash", "chunk_count", "title", "source")
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    DOC_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    doc_id: str
+    doc_hash: str
+    chunk_count: int
+    title: str
+    source: str
+    def __init__(self, doc_id: _Optional[str] = ..., doc_hash: _Optional[str] = ..., chunk_count: _Optional[int] = ..., title: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class ListDocumentsResponse(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[StoredDocument]
+    def __init__(self, documents: _Optional[_Iterable[_Union[StoredDocument, _Mapping]]] = ...) -> None: ...
+
+class IndexedChunk(_message.Message):
+    __slots__ = ("chunk", "vector")
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    chunk: _common_pb2.Chunk
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, chunk: _Optional[_Union[_common_pb2.Chunk, _Mapping]] = ..., vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DocumentChunks(_message.Message):
+    __slots__ = ("doc_id", "chunks")
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    doc_id: str
+    chunks: _containers.RepeatedCompositeFieldContainer[IndexedChunk]
+    def __init__(self, doc_id: _Optional[str] = ..., chunks: _Optional[_Iterable[_Union[IndexedChunk, _Mapping]]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("collection", "model", "documents")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    model: _common_pb2.EmbeddingModel
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentChunks]
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[DocumentChunks, _Mapping]]] = ...) -> None: ...
+
+class DocumentUpsertResult(_message.Message):
+    __slots__ = ("doc_id", "chunks_written", "chunks_deleted")
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    doc_id: str
+    chunks_written: int
+    chunks_deleted: int
+    def __init__(self, doc_id: _Optional[str] = ..., chunks_written: _Optional[int] = ..., chunks_deleted: _Optional[int] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DocumentUpsertResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[DocumentUpsertResult, _Mapping]]] = ...) -> None: ...
+
+class DeleteDocumentRequest(_message.Message):
+    __slots__ = ("collection", "doc_id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    doc_id: str
+    def __init__(self, collection: _Optional[str] = ..., doc_id: _Optional[str] = ...) -> None: ...
+
+class DeleteDocumentResponse(_message.Message):
+    __slots__ = ("chunks_deleted",)
+    CHUNKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    chunks_deleted: int
+    def __init__(self, chunks_deleted: _Optional[int] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("collection", "model", "query_vector", "query_text", "mode", "filter", "top_k")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    model: _common_pb2.EmbeddingModel
+    query_vector: _containers.RepeatedScalarFieldContainer[float]
+    query_text: str
+    mode: _common_pb2.SearchMode
+    filter: _common_pb2.MetadataFilter
+    top_k: int
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("hits", "timing")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredChunk]
+    timing: _common_pb2.Timing
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ...) -> None: ...
