@@ -12,18 +12,20 @@ class GeneratorServiceInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GeneratorServiceInfoResponse(_message.Message):
-    __slots__ = ("model_id", "revision", "weights_sha256", "max_model_len", "backend")
+    __slots__ = ("model_id", "revision", "weights_sha256", "max_model_len", "backend", "running_requests")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     revision: str
     weights_sha256: str
     max_model_len: int
     backend: str
-    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., max_model_len: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
+    running_requests: int
+    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., max_model_len: _Optional[int] = ..., backend: _Optional[str] = ..., running_requests: _Optional[int] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
