@@ -1,0 +1,44 @@
+"""Settings fail fast at start-up with a message naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragplane.config import env_bool, env_choice, env_int
+from ragplane.errors import ConfigError
+from ragplane.gateway.server import GatewaySettings
+
+
+def test_defaults_serve_the_one_machine_stack(monkeypatch):
+    for name in ("RAGPLANE_GATEWAY_ADDR", "RAGPLANE_GATEWAY_EMBEDDER_TARGET"):
+        monkeypatch.delenv(name, raising=False)
+    settings = GatewaySettings.from_env()
+    assert settings.address == "127.0.0.1:50050"
+    assert settings.embedder_target == "127.0.0.1:50051"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "read"),
+    [
+        ("RAGPLANE_X_INT", "twelve", lambda: env_int("RAGPLANE_X_INT", 1)),
+        ("RAGPLANE_X_INT", "0", lambda: env_int("RAGPLANE_X_INT", 1, minimum=1)),
+        ("RAGPLANE_X_BOOL", "maybe", lambda: env_bool("RAGPLANE_X_BOOL", True)),
+        ("RAGPLANE_X_MODE", "fuzzy", lambda: env_choice("RAGPLANE_X_MODE", "a", ("a", "b"))),
+        (
+            "RAGPLANE_GATEWAY_SEARCH_MODE",
+            "fuzzy",
+            GatewaySettings.from_env,
+        ),
+    ],
+)
+def test_bad_values_name_the_variable(monkeypatch, name, value, read):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        read()
+
+
+def test_valid_values_are_parsed(monkeypatch):
+    monkeypatch.setenv("RAGPLANE_X_INT", "42")
+    monkeypatch.setenv("RAGPLANE_X_BOOL", "off")
+    assert env_int("RAGPLANE_X_INT", 1) == 42
+    assert env_bool("RAGPLANE_X_BOOL", True) is False

@@ -1,0 +1,266 @@
+"""The whole stack, real parts end to end, driven over gRPC like a product backend."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import grpc
+import pytest
+
+from ragplane import cli, stack
+from ragplane.v1 import (
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    generator_pb2,
+    generator_pb2_grpc,
+    retriever_pb2,
+    retriever_pb2_grpc,
+)
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+CORPUS = ROOT / "samples" / "handbook"
+QUESTIONS = [
+    json.loads(line)
+    for line in (ROOT / "samples" / "handbook-questions.jsonl").read_text().splitlines()
+    if line.strip()
+]
+T = 120  # deadline of every call in these tests, seconds
+
+
+@pytest.fixture(scope="module")
+def gateway(channels) -> gateway_pb2_grpc.GatewayServiceStub:
+    return gateway_pb2_grpc.GatewayServiceStub(channels["gateway"])
+
+
+@pytest.fixture(scope="module")
+def retriever(channels) -> retriever_pb2_grpc.RetrieverServiceStub:
+    return retriever_pb2_grpc.RetrieverServiceStub(channels["retriever"])
+
+
+@pytest.fixture(scope="module")
+async def handbook(gateway) -> list[gateway_pb2.DocumentResult]:
+    """The sample corpus indexed once into the default collection."""
+    return await cli.ingest(gateway, [CORPUS], out=io.StringIO())
+
+
+def markdown(doc_id: str, text: str) -> gateway_pb2.Document:
+    return gateway_pb2.Document(doc_id=doc_id, source=f"tests/{doc_id}", content=text.encode())
+
+
+async def ask(gateway, question: str, **fields) -> tuple[str, list, gateway_pb2.AskFinished]:
+    answer, citations, finished = [], [], None
+    async for event in gateway.Ask(gateway_pb2.AskRequest(question=question, **fields), timeout=T):
+        if event.HasField("citations"):
+            assert not answer, "citations come before the answer"
+            citations = list(event.citations.citations)
+        elif event.HasField("finished"):
+            finished = event.finished
+        else:
+            answer.append(event.delta)
+    assert finished is not None, "the stream ends with a finished event"
+    return "".join(answer), citations, finished
+
+
+async def test_sample_corpus_is_indexed(handbook):
+    files = [p for p in CORPUS.rglob("*") if p.suffix in {".md", ".html"}]
+    assert len(handbook) == len(files)
+    assert all(r.status == gateway_pb2.INGEST_STATUS_WRITTEN for r in handbook), handbook
+    assert all(r.chunks_written > 0 for r in handbook)
+
+
+async def test_reingesting_unchanged_corpus_writes_nothing(gateway, handbook):
+    again = await cli.ingest(gateway, [CORPUS], out=io.StringIO())
+    assert {r.status for r in again} == {gateway_pb2.INGEST_STATUS_UNCHANGED}
+    assert sum(r.chunks_written for r in again) == 0
+
+
+async def test_answerable_question_cites_its_document(gateway, handbook):
+    q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
+    answer, citations, finished = await ask(gateway, q["question"])
+    assert not finished.abstained
+    assert answer.strip()
+    assert q["relevant_doc_ids"][0] in {c.doc_id for c in citations}
+    assert [c.index for c in citations] == list(range(1, len(citations) + 1))
+    assert all(c.title and c.source for c in citations)
+    assert finished.usage.prompt_tokens > 0 and finished.usage.completion_tokens > 0
+    assert finished.timings.total_ms >= finished.timings.generate_ms > 0
+
+
+async def test_unanswerable_question_says_it_does_not_know(gateway, handbook):
+    q = next(q for q in QUESTIONS if not q["answerable"])
+    answer, citations, finished = await ask(gateway, q["question"])
+    assert finished.abstained or "don't know" in answer.lower()
+
+
+async def test_ask_unary_returns_the_whole_answer(gateway, handbook):
+    q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
+    reply = await gateway.AskUnary(
+        gateway_pb2.AskUnaryRequest(request=gateway_pb2.AskRequest(question=q["question"])),
+        timeout=T,
+    )
+    streamed, citations, _ = await ask(gateway, q["question"])
+    assert reply.answer == streamed  # greedy decoding: same answer both ways
+    assert [c.chunk_id for c in reply.citations] == [c.chunk_id for c in citations]
+
+
+async def test_changed_document_leaves_no_stale_chunks(gateway, retriever):
+    sections = "\n\n".join(f"## Part {i}\n\n" + f"Paragraph about topic {i}. " * 60 for i in range(6))
+    first = await gateway.Ingest(
+        gateway_pb2.IngestRequest(
+            collection="changes", documents=[markdown("doc.md", "# Doc\n\n" + sections)]
+        ),
+        timeout=T,
+    )
+    assert first.results[0].status == gateway_pb2.INGEST_STATUS_WRITTEN
+    written = first.results[0].chunks_written
+    assert written >= 6
+
+    second = await gateway.Ingest(
+        gateway_pb2.IngestRequest(
+            collection="changes",
+            documents=[markdown("doc.md", "# Doc\n\n## Part 0\n\nOnly this is left.")],
+        ),
+        timeout=T,
+    )
+    result = second.results[0]
+    assert result.status == gateway_pb2.INGEST_STATUS_WRITTEN
+    assert result.chunks_written == 1
+    assert result.chunks_deleted == written  # every old chunk changed or went away
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection="changes", doc_ids=["doc.md"]), timeout=T
+    )
+    assert [d.chunk_count for d in listed.documents] == [1]
+
+
+async def test_delete_document_removes_its_chunks(gateway, retriever):
+    await gateway.Ingest(
+        gateway_pb2.IngestRequest(
+            collection="deletes", documents=[markdown("gone.md", "# Gone\n\nSoon deleted.")]
+        ),
+        timeout=T,
+    )
+    reply = await gateway.DeleteDocument(
+        gateway_pb2.GatewayServiceDeleteDocumentRequest(collection="deletes", doc_id="gone.md"),
+        timeout=T,
+    )
+    assert reply.chunks_deleted == 1
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection="deletes"), timeout=T
+    )
+    assert list(listed.documents) == []
+
+
+async def test_collection_of_another_model_is_refused(gateway, retriever):
+    other = common_pb2.EmbeddingModel(id="other/embedder", revision="r2", dimension=384)
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="foreign", model=other), timeout=T
+    )
+    for call in (
+        gateway.Ingest(
+            gateway_pb2.IngestRequest(collection="foreign", documents=[markdown("a.md", "# A\n\nx")]),
+            timeout=T,
+        ),
+        gateway.AskUnary(
+            gateway_pb2.AskUnaryRequest(
+                request=gateway_pb2.AskRequest(collection="foreign", question="what is x?")
+            ),
+            timeout=T,
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "other/embedder" in err.value.details()
+        assert "all-MiniLM-L6-v2" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (gateway_pb2.AskRequest(question="  "), grpc.StatusCode.INVALID_ARGUMENT),
+        (gateway_pb2.AskRequest(question="x", top_k=500), grpc.StatusCode.INVALID_ARGUMENT),
+        (gateway_pb2.AskRequest(question="x", collection="no such"), grpc.StatusCode.INVALID_ARGUMENT),
+        (gateway_pb2.AskRequest(question="x", collection="missing"), grpc.StatusCode.NOT_FOUND),
+    ],
+)
+async def test_bad_questions_get_clear_statuses(gateway, request_, code):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gateway.AskUnary(gateway_pb2.AskUnaryRequest(request=request_), timeout=T)
+    assert err.value.code() == code
+    assert "Traceback" not in err.value.details()
+
+
+async def test_bad_documents_get_clear_statuses(gateway):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gateway.Ingest(gateway_pb2.IngestRequest(collection="bad"), timeout=T)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    reply = await gateway.Ingest(
+        gateway_pb2.IngestRequest(
+            collection="bad",
+            documents=[
+                gateway_pb2.Document(doc_id="binary.txt", content=b"\xff\xfe\x00\x81 not text"),
+                gateway_pb2.Document(doc_id="empty.md", content=b"   \n"),
+                markdown("fine.md", "# Fine\n\nThis one is indexed."),
+            ],
+        ),
+        timeout=T,
+    )
+    statuses = {r.doc_id: (r.status, r.error) for r in reply.results}
+    assert statuses["binary.txt"][0] == gateway_pb2.INGEST_STATUS_FAILED
+    assert "UTF-8" in statuses["binary.txt"][1]
+    assert statuses["empty.md"][0] == gateway_pb2.INGEST_STATUS_FAILED
+    assert statuses["fine.md"][0] == gateway_pb2.INGEST_STATUS_WRITTEN
+
+
+async def test_oversized_request_is_refused(gateway):
+    huge = gateway_pb2.Document(doc_id="huge.txt", content=b"a " * (40 * 1024 * 1024))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gateway.Ingest(gateway_pb2.IngestRequest(documents=[huge]), timeout=T)
+    assert err.value.code() in (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+
+
+async def test_embedder_refuses_text_longer_than_the_model_takes(channels):
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(channels["embedder"])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await embedder.Embed(embedder_pb2.EmbedRequest(texts=["word " * 1000]), timeout=T)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 256" in err.value.details()
+
+
+async def test_cancelled_ask_frees_the_generator(gateway, channels, handbook):
+    generator = generator_pb2_grpc.GeneratorServiceStub(channels["generator"])
+    q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
+    call = gateway.Ask(gateway_pb2.AskRequest(question=q["question"], max_tokens=400), timeout=T)
+    async for event in call:
+        if event.delta:
+            break
+    running = await generator.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
+    assert running.running_requests == 1
+    call.cancel()
+    for _ in range(50):
+        info = await generator.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
+        if info.running_requests == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert info.running_requests == 0
+
+
+async def test_status_reports_every_service_serving(running_stack):
+    out = io.StringIO()
+    assert await cli.status(running_stack, out=out)
+    text = out.getvalue()
+    for name in ("milvus", *stack.SERVICES):
+        assert name in text
+    assert "all-MiniLM-L6-v2" in text and "SmolLM2" in text
