@@ -30,12 +30,16 @@ def shared_model_cache() -> Path:
 
 
 @pytest.fixture(scope="session")
-async def running_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[stack.StackLayout]:
+async def running_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[stack.StackLayout]:
     """Milvus Lite and the four services as real processes on free loopback ports."""
     state = tmp_path_factory.mktemp("stack")
     (state / "models").symlink_to(shared_model_cache() / "models", target_is_directory=True)
     layout = stack.StackLayout(
-        state_dir=state, ports={name: free_port() for name in ("milvus", *stack.SERVICES)}
+        state_dir=state,
+        ports={name: free_port() for name in ("milvus", *stack.SERVICES)},
+        metrics_ports={name: free_port() for name in stack.SERVICES},
     )
     await stack.up(layout, env_extra={"RAGPLANE_LOG_LEVEL": "INFO"}, report=lambda _: None)
     try:

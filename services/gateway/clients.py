@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from ragplane import telemetry
 from ragplane.server import channel_options
 from ragplane.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 
@@ -35,8 +36,14 @@ class Backends:
     def __init__(self, embedder: str, retriever: str, generator: str) -> None:
         options = channel_options()
         self._channels = [
-            grpc.aio.insecure_channel(target, options=options)
-            for target in (embedder, retriever, generator)
+            grpc.aio.insecure_channel(
+                target, options=options, interceptors=telemetry.client_interceptors(name)
+            )
+            for name, target in (
+                ("embedder", embedder),
+                ("retriever", retriever),
+                ("generator", generator),
+            )
         ]
         self.embedder = embedder_pb2_grpc.EmbedderServiceStub(self._channels[0])
         self.retriever = retriever_pb2_grpc.RetrieverServiceStub(self._channels[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -13,7 +14,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
 
+from ragplane import telemetry
 from ragplane.config import env_float, env_int
 from ragplane.errors import RagplaneError
 
@@ -36,8 +39,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}, see the service log)"
 
 
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns exceptions from handlers into gRPC statuses with actionable messages."""
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Written once for every service: a SERVER span and RPC metrics per call, and
+    exceptions from handlers turned into gRPC statuses with actionable messages."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
 
     async def intercept_service(
         self,
@@ -47,49 +54,84 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        full_method = handler_call_details.method
+        method = full_method.rsplit("/", 1)[-1]
+        observed = _Observed(self._service, method, full_method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _guard_unary(handler.unary_unary),
+                observed.unary(handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_stream(handler.unary_stream),
+                observed.stream(handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    code, message = status_of(exc)
-    await context.abort(code, message)
+class _Observed:
+    """Wraps one method's behaviour with its span, its metrics and error mapping."""
 
+    def __init__(self, service: str, method: str, full_method: str) -> None:
+        self._service = service
+        self._method = method
+        self._full_method = full_method.lstrip("/")
 
-def _guard_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await behavior(request, context)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            await _abort(context, exc)
+    def _record(self, code: grpc.StatusCode, started: float) -> None:
+        telemetry.RPC_REQUESTS.labels(self._service, self._method, code.name).inc()
+        telemetry.RPC_DURATION.labels(self._service, self._method).observe(
+            time.perf_counter() - started
+        )
 
-    return guarded
+    def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
+            with telemetry.server_span(self._full_method, context.invocation_metadata()) as span:
+                try:
+                    return await behavior(request, context)
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                    code, message = status_of(exc)
+                    span.set_status(trace.StatusCode.ERROR, message)
+                    await context.abort(code, message)
+                finally:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    self._record(code, started)
 
+        return guarded
 
-def _guard_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for item in behavior(request, context):
-                yield item
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status
-            await _abort(context, exc)
+    def stream(
+        self, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started, code = time.perf_counter(), grpc.StatusCode.OK
+            with telemetry.server_span(self._full_method, context.invocation_metadata()) as span:
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                    code, message = status_of(exc)
+                    span.set_status(trace.StatusCode.ERROR, message)
+                    await context.abort(code, message)
+                finally:
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    self._record(code, started)
 
-    return guarded
+        return guarded
 
 
 def channel_options() -> list[tuple[str, Any]]:
@@ -112,7 +154,7 @@ async def serve(
     `register` adds the servicers and returns their full service names.
     """
     grace = env_float("RAGPLANE_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0)
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=channel_options())
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=channel_options())
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -137,12 +179,10 @@ async def serve(
     await server.stop(grace)
     if on_shutdown is not None:
         await on_shutdown()
+    telemetry.shutdown_telemetry()
     log.info("%s stopped", name)
 
 
 def setup_logging(name: str) -> None:
-    level = logging.getLevelName(__import__("os").environ.get("RAGPLANE_LOG_LEVEL", "INFO").upper())
-    logging.basicConfig(
-        level=level if isinstance(level, int) else logging.INFO,
-        format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s",
-    )
+    """Logs, metrics endpoint and tracing for a service; call first in its main()."""
+    telemetry.setup_telemetry(name)

@@ -21,6 +21,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ragplane.config import DEFAULT_PORTS
+from ragplane.telemetry import METRICS_PORTS
 
 SERVICES = ("embedder", "retriever", "generator", "gateway")
 # Generous: the first start converts the generator's model, and vLLM warms up.
@@ -33,6 +34,7 @@ class StackLayout:
 
     state_dir: Path
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(METRICS_PORTS))
     milvus_data_dir: Path | None = None
     host: str = "127.0.0.1"
 
@@ -67,6 +69,7 @@ class StackLayout:
         )
         for name in SERVICES:
             env[f"RAGPLANE_{name.upper()}_ADDR"] = self.address(name)
+            env[f"RAGPLANE_{name.upper()}_METRICS_ADDR"] = f"{self.host}:{self.metrics_ports[name]}"
             if name != "gateway":
                 env[f"RAGPLANE_GATEWAY_{name.upper()}_TARGET"] = self.address(name)
         env.update(extra or {})
