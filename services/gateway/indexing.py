@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import grpc
 
 from ragplane.errors import InvalidArgument, RagplaneError
+from ragplane.gateway import metrics
 from ragplane.gateway.chunking import ChunkDraft, chunk_document, chunk_id, document_hash
 from ragplane.gateway.clients import Backends, Timeouts, deadline
 from ragplane.gateway.loaders import guess_media_type, load_document
 from ragplane.server import status_of
+from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,10 @@ class IndexingPipeline:
                 )
                 continue
             try:
-                drafts = await self._chunk(doc, budget, context)
+                with tracer.start_as_current_span("chunk") as span:
+                    span.set_attribute("ragplane.doc_id", doc.doc_id)
+                    drafts = await self._chunk(doc, budget, context)
+                    span.set_attribute("ragplane.chunks", len(drafts))
             except RagplaneError as exc:
                 results[doc.doc_id] = _failed(doc.doc_id, str(exc))
                 continue
@@ -75,7 +80,12 @@ class IndexingPipeline:
         if to_write:
             for result in await self._write(collection, info.model, to_write, context):
                 results[result.doc_id] = result
-        return [results[doc.doc_id] for doc in documents]
+        ordered = [results[doc.doc_id] for doc in documents]
+        for r in ordered:
+            status = gateway_pb2.IngestStatus.Name(r.status).removeprefix("INGEST_STATUS_")
+            metrics.DOCUMENTS_INGESTED.labels(status.lower()).inc()
+            metrics.CHUNKS_INGESTED.inc(r.chunks_written)
+        return ordered
 
     async def _stored_hashes(
         self, collection: str, documents: list[gateway_pb2.Document], context
@@ -131,7 +141,9 @@ class IndexingPipeline:
         context,
     ) -> list[gateway_pb2.DocumentResult]:
         texts = [d.embed_text for p in prepared for d in p.drafts]
-        vectors = iter(await self._embed(texts, context) if texts else [])
+        with tracer.start_as_current_span("embed chunks") as span:
+            span.set_attribute("ragplane.texts", len(texts))
+            vectors = iter(await self._embed(texts, context) if texts else [])
         request = retriever_pb2.UpsertRequest(collection=collection, model=model)
         for p in prepared:
             chunks = [

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import trace
 
-from ragplane.errors import InvalidArgument
+from ragplane.errors import InvalidArgument, Unavailable
+from ragplane.gateway import metrics
 from ragplane.gateway.clients import Backends, Timeouts, deadline
 from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
+from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, generator_pb2, retriever_pb2
 
 MAX_QUESTION_CHARS = 4000
@@ -42,58 +46,80 @@ class QueryPipeline:
         started = time.perf_counter()
         question, top_k, max_tokens = self._validate(request)
         timings = gateway_pb2.StageTimings()
-
-        t = time.perf_counter()
-        embedded = await self._backends.embedder.Embed(
-            embedder_pb2.EmbedRequest(texts=[question]),
-            timeout=deadline(context, self._timeouts.embed),
-        )
-        timings.embed_ms = _ms_since(t)
-
-        t = time.perf_counter()
         mode = request.mode or self._settings.mode
-        found = await self._backends.retriever.Search(
-            retriever_pb2.SearchRequest(
-                collection=collection,
-                model=embedded.model,
-                query_vector=embedded.embeddings[0].values,
-                query_text=question,
-                mode=mode,
-                filter=request.filter,
-                top_k=top_k,
-            ),
-            timeout=deadline(context, self._timeouts.retrieve),
-        )
-        timings.retrieve_ms = _ms_since(t)
-        relevant = self._relevant(found.hits, mode)
+
+        with _stage("embed", timings):
+            embedded = await self._backends.embedder.Embed(
+                embedder_pb2.EmbedRequest(texts=[question]),
+                timeout=deadline(context, self._timeouts.embed),
+            )
+        with _stage("retrieve", timings) as span:
+            span.set_attributes({"ragplane.collection": collection, "ragplane.top_k": top_k})
+            found = await self._backends.retriever.Search(
+                retriever_pb2.SearchRequest(
+                    collection=collection,
+                    model=embedded.model,
+                    query_vector=embedded.embeddings[0].values,
+                    query_text=question,
+                    mode=mode,
+                    filter=request.filter,
+                    top_k=top_k,
+                ),
+                timeout=deadline(context, self._timeouts.retrieve),
+            )
+            relevant = self._relevant(found.hits, mode)
+            span.set_attributes(
+                {"ragplane.hits": len(found.hits), "ragplane.relevant": len(relevant)}
+            )
         if not relevant:
+            metrics.ANSWERS.labels("abstained").inc()
             yield gateway_pb2.AskResponse(citations=gateway_pb2.Citations())
             yield gateway_pb2.AskResponse(delta=DONT_KNOW)
             timings.total_ms = _ms_since(started)
             yield _finished(common_pb2.FINISH_REASON_STOP, common_pb2.Usage(), timings, True)
             return
 
-        t = time.perf_counter()
-        fitted = await self._fit(question, relevant, max_tokens, context)
-        timings.prompt_ms = _ms_since(t)
+        with _stage("prompt", timings) as span:
+            fitted = await self._fit(question, relevant, max_tokens, context)
+            span.set_attributes(
+                {
+                    "ragplane.context_chunks": len(fitted.context),
+                    "ragplane.prompt_tokens": fitted.prompt_tokens,
+                }
+            )
+        metrics.CITATIONS_PER_ANSWER.observe(len(fitted.context))
         yield gateway_pb2.AskResponse(citations=_citations(fitted))
 
-        t = time.perf_counter()
-        stream = self._backends.generator.Generate(
-            generator_pb2.GenerateRequest(
-                messages=fitted.messages, max_tokens=max_tokens, temperature=0.0
-            ),
-            timeout=deadline(context, self._timeouts.generate),
-        )
-        async for event in stream:
-            if event.HasField("finished"):
-                done = event.finished
-                timings.time_to_first_token_ms = done.time_to_first_token_ms
-                timings.generate_ms = _ms_since(t)
-                timings.total_ms = _ms_since(started)
-                yield _finished(done.finish_reason, done.usage, timings, False)
-            elif event.delta:
-                yield gateway_pb2.AskResponse(delta=event.delta)
+        first_token, done = True, None
+        with _stage("generate", timings) as span:
+            stream = self._backends.generator.Generate(
+                generator_pb2.GenerateRequest(
+                    messages=fitted.messages, max_tokens=max_tokens, temperature=0.0
+                ),
+                timeout=deadline(context, self._timeouts.generate),
+            )
+            async for event in stream:
+                if event.HasField("finished"):
+                    done = event.finished
+                    timings.time_to_first_token_ms = done.time_to_first_token_ms
+                    span.set_attributes(
+                        {
+                            "ragplane.prompt_tokens": done.usage.prompt_tokens,
+                            "ragplane.completion_tokens": done.usage.completion_tokens,
+                            "ragplane.time_to_first_token_ms": done.time_to_first_token_ms,
+                        }
+                    )
+                elif event.delta:
+                    if first_token:
+                        metrics.ASK_TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - started)
+                        first_token = False
+                    yield gateway_pb2.AskResponse(delta=event.delta)
+        if done is None:
+            raise Unavailable("the generator's stream ended without a finished event")
+        timings.total_ms = _ms_since(started)
+        metrics.ANSWERS.labels("answered").inc()
+        metrics.ASK_DURATION.observe(timings.total_ms / 1000)
+        yield _finished(done.finish_reason, done.usage, timings, False)
 
     def _validate(self, request: gateway_pb2.AskRequest) -> tuple[str, int, int]:
         question = request.question.strip()
@@ -170,6 +196,17 @@ def _finished(
             finish_reason=reason, usage=usage, timings=timings, abstained=abstained
         )
     )
+
+
+@contextmanager
+def _stage(name: str, timings: gateway_pb2.StageTimings) -> Iterator[trace.Span]:
+    """A span, a latency sample and a StageTimings field for one query stage."""
+    started = time.perf_counter()
+    with tracer.start_as_current_span(name) as span:
+        yield span
+    elapsed = time.perf_counter() - started
+    metrics.ASK_STAGE_DURATION.labels(name).observe(elapsed)
+    setattr(timings, f"{name}_ms", elapsed * 1000)
 
 
 def _ms_since(t: float) -> float:

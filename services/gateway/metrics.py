@@ -1,0 +1,43 @@
+"""The gateway's instruments, created in one place."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from ragplane.telemetry import LATENCY_BUCKETS
+
+ASK_DURATION = Histogram(
+    "ragplane_gateway_ask_duration_seconds",
+    "End-to-end time of an Ask, from request to the last answer token.",
+    buckets=LATENCY_BUCKETS,
+)
+ASK_TIME_TO_FIRST_TOKEN = Histogram(
+    "ragplane_gateway_ask_time_to_first_token_seconds",
+    "Time from an Ask request to the first answer text sent to the caller.",
+    buckets=LATENCY_BUCKETS,
+)
+ASK_STAGE_DURATION = Histogram(
+    "ragplane_gateway_stage_duration_seconds",
+    "Time of each query stage: embed, retrieve, prompt, generate.",
+    ["stage"],
+    buckets=LATENCY_BUCKETS,
+)
+ANSWERS = Counter(
+    "ragplane_gateway_answers",
+    "Answers sent, by outcome: answered, or abstained ('I don't know' without generation).",
+    ["outcome"],
+)
+CITATIONS_PER_ANSWER = Histogram(
+    "ragplane_gateway_citations_per_answer",
+    "Chunks given to the model as context per answered question.",
+    buckets=(0, 1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50),
+)
+DOCUMENTS_INGESTED = Counter(
+    "ragplane_gateway_documents_ingested",
+    "Documents handled by Ingest, by status: written, unchanged, failed.",
+    ["status"],
+)
+CHUNKS_INGESTED = Counter(
+    "ragplane_gateway_chunks_written",
+    "Chunks written to the retriever by Ingest.",
+)
