@@ -66,11 +66,8 @@ async def test_encode_errors_reach_every_caller_of_the_batch():
     )
     b.start()
     try:
-        results = await asyncio.gather(
-            b.embed(["a"]), b.embed(["b"]), return_exceptions=True
-        )
+        results = await asyncio.gather(b.embed(["a"]), b.embed(["b"]), return_exceptions=True)
         assert all(isinstance(r, RuntimeError) for r in results)
         assert b.queued_texts == 0
     finally:
         await b.stop()
-

@@ -33,7 +33,5 @@ def buf() -> str | None:
 @pytest.mark.skipif(buf() is None and not os.environ.get("CI"), reason="buf is not installed")
 def test_protos_pass_buf_lint():
     assert buf() is not None, ".ci/run installs buf from npm @bufbuild/buf"
-    result = subprocess.run(
-        [buf(), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([buf(), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -33,6 +33,7 @@ QUESTIONS = [
     if line.strip()
 ]
 T = 120  # deadline of every call in these tests, seconds
+DEMO_QUESTION_ID = "q01"  # "How do I roll back a bad deploy of ledger-api?"
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,9 @@ async def test_ask_unary_returns_the_whole_answer(gateway, handbook):
 
 
 async def test_changed_document_leaves_no_stale_chunks(gateway, retriever):
-    sections = "\n\n".join(f"## Part {i}\n\n" + f"Paragraph about topic {i}. " * 60 for i in range(6))
+    sections = "\n\n".join(
+        f"## Part {i}\n\n" + f"Paragraph about topic {i}. " * 60 for i in range(6)
+    )
     first = await gateway.Ingest(
         gateway_pb2.IngestRequest(
             collection="changes", documents=[markdown("doc.md", "# Doc\n\n" + sections)]
@@ -165,7 +168,9 @@ async def test_collection_of_another_model_is_refused(gateway, retriever):
     )
     for call in (
         gateway.Ingest(
-            gateway_pb2.IngestRequest(collection="foreign", documents=[markdown("a.md", "# A\n\nx")]),
+            gateway_pb2.IngestRequest(
+                collection="foreign", documents=[markdown("a.md", "# A\n\nx")]
+            ),
             timeout=T,
         ),
         gateway.AskUnary(
@@ -187,7 +192,10 @@ async def test_collection_of_another_model_is_refused(gateway, retriever):
     [
         (gateway_pb2.AskRequest(question="  "), grpc.StatusCode.INVALID_ARGUMENT),
         (gateway_pb2.AskRequest(question="x", top_k=500), grpc.StatusCode.INVALID_ARGUMENT),
-        (gateway_pb2.AskRequest(question="x", collection="no such"), grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            gateway_pb2.AskRequest(question="x", collection="no such"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
         (gateway_pb2.AskRequest(question="x", collection="missing"), grpc.StatusCode.NOT_FOUND),
     ],
 )

@@ -67,7 +67,7 @@ async def chunk_document(
     one more counting call verifies it, since subword counts do not always add up.
     """
     sections = [
-        (" > ".join(path), [b.text for b in blocks])
+        (_section_name(doc.title, path), [b.text for b in blocks])
         for path, blocks in groupby(doc.blocks, key=lambda b: b.heading_path)
     ]
     prefixes = [embed_text(doc.title, name, "") for name, _ in sections]
@@ -99,6 +99,13 @@ async def chunk_document(
         _draft(doc_id, doc.title, source, name, position, text)
         for position, (name, text) in enumerate(zip(names, drafts, strict=True))
     ]
+
+
+def _section_name(title: str, heading_path: tuple[str, ...]) -> str:
+    """Heading path below the title: the document's own H1 is its title, not a section."""
+    if heading_path and heading_path[0] == title:
+        heading_path = heading_path[1:]
+    return " > ".join(heading_path)
 
 
 def _pack(pieces: list[_Piece], room: int, overhead: int) -> list[list[_Piece]]:

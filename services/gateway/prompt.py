@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from ragplane.v1 import common_pb2, generator_pb2
 
 SYSTEM_PROMPT = (
-    "You answer questions about a company's documents. Use only the numbered context "
-    "passages. Cite the passages you use like [1]. If the passages do not contain the "
-    "answer, reply: I don't know."
+    "Answer the question using only the context. Cite the passages you use like [1]. "
+    "If the context does not contain the answer, say: I don't know."
 )
 
 DONT_KNOW = "I don't know: none of the indexed documents answers this question."
@@ -30,8 +29,9 @@ class FittedPrompt:
 
 
 def format_passage(index: int, chunk: common_pb2.Chunk) -> str:
-    heading = chunk.title if not chunk.section else f"{chunk.title} — {chunk.section}"
-    return f"[{index}] {heading}\n{chunk.text.strip()}"
+    # Titles and sections travel in the citations; small models answer better from the
+    # passage text alone.
+    return f"[{index}] {chunk.text.strip()}"
 
 
 def build_messages(question: str, passages: Sequence[str]) -> list[generator_pb2.ChatMessage]:
