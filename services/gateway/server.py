@@ -55,7 +55,7 @@ class GatewaySettings:
                 generate=env_float("RAGPLANE_GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.1),
             ),
             query=QuerySettings(
-                top_k=env_int("RAGPLANE_GATEWAY_TOP_K", 5, minimum=1, maximum=50),
+                top_k=env_int("RAGPLANE_GATEWAY_TOP_K", 3, minimum=1, maximum=50),
                 max_tokens=env_int("RAGPLANE_GATEWAY_MAX_TOKENS", 256, minimum=1),
                 mode=SEARCH_MODES[
                     env_choice("RAGPLANE_GATEWAY_SEARCH_MODE", "dense", tuple(SEARCH_MODES))

@@ -33,6 +33,8 @@ class Sampling:
     temperature: float
     top_p: float
     stop: tuple[str, ...]
+    # Small models loop on greedy decoding; a mild penalty keeps answers from repeating.
+    repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class VllmInProcessBackend:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             stop=list(sampling.stop) or None,
+            repetition_penalty=sampling.repetition_penalty,
             output_kind=RequestOutputKind.DELTA,
         )
         completion_tokens = 0
@@ -223,6 +226,7 @@ class OpenAICompatibleBackend:
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
+            "repetition_penalty": sampling.repetition_penalty,  # a vLLM extension
             "stream": True,
             "stream_options": {"include_usage": True},
         }

@@ -42,6 +42,7 @@ class GeneratorSettings:
     max_model_len: int
     kv_cache_bytes: int
     default_max_tokens: int
+    repetition_penalty: float
     max_concurrency: int
     openai_url: str
     openai_model: str
@@ -60,6 +61,7 @@ class GeneratorSettings:
             max_model_len=env_int("RAGPLANE_GENERATOR_MAX_MODEL_LEN", 2048, minimum=256),
             kv_cache_bytes=env_int("RAGPLANE_GENERATOR_KV_CACHE_BYTES", 256 * 2**20, minimum=2**20),
             default_max_tokens=env_int("RAGPLANE_GENERATOR_MAX_TOKENS", 256, minimum=1),
+            repetition_penalty=env_float("RAGPLANE_GENERATOR_REPETITION_PENALTY", 1.0, minimum=0.1),
             max_concurrency=env_int("RAGPLANE_GENERATOR_MAX_CONCURRENCY", 64, minimum=1),
             openai_url=env_str("RAGPLANE_GENERATOR_OPENAI_URL", "http://127.0.0.1:8000"),
             openai_model=env_str("RAGPLANE_GENERATOR_OPENAI_MODEL", ""),
@@ -181,7 +183,13 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                 f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
                 f"together over the model's context of {limit} tokens"
             )
-        return Sampling(max_tokens, request.temperature, request.top_p or 1.0, tuple(request.stop))
+        return Sampling(
+            max_tokens,
+            request.temperature,
+            request.top_p or 1.0,
+            tuple(request.stop),
+            self._settings.repetition_penalty,
+        )
 
 
 def _finished(event: Finished, ttft_ms: float, total_s: float) -> generator_pb2.GenerateResponse:
