@@ -15,7 +15,7 @@ from ragplane.config import env_int, env_str, listen_address
 from ragplane.embedder.batcher import DynamicBatcher
 from ragplane.embedder.model import ModelPin, resolve_model_folder, verify_weights
 from ragplane.errors import InvalidArgument
-from ragplane.server import serve, setup_logging
+from ragplane.server import run_service, serve
 from ragplane.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,7 @@ async def run(settings: EmbedderSettings) -> None:
 
 
 def main() -> None:
-    setup_logging("embedder")
-    asyncio.run(run(EmbedderSettings.from_env()))
+    run_service("embedder", lambda: run(EmbedderSettings.from_env()))
 
 
 if __name__ == "__main__":

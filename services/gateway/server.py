@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from ragplane.errors import InvalidArgument
 from ragplane.gateway.clients import Backends, Timeouts, deadline
 from ragplane.gateway.indexing import IndexingPipeline
 from ragplane.gateway.query import QueryPipeline, QuerySettings
-from ragplane.server import serve, setup_logging
+from ragplane.server import run_service, serve
 from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, retriever_pb2
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -135,8 +134,7 @@ async def run(settings: GatewaySettings) -> None:
 
 
 def main() -> None:
-    setup_logging("gateway")
-    asyncio.run(run(GatewaySettings.from_env()))
+    run_service("gateway", lambda: run(GatewaySettings.from_env()))
 
 
 if __name__ == "__main__":

@@ -66,17 +66,25 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-def prepare_vllm_environment(state_dir: Path) -> None:
-    """vLLM's CPU build needs these before it is imported; caches stay in the state dir."""
-    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def vllm_environment(state_dir: Path) -> dict[str, str]:
+    """What vLLM's CPU build needs in its environment; caches stay in the state dir."""
     cache = state_dir / "cache"
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
-    os.environ.setdefault("HF_HOME", str(cache / "huggingface"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "torchinductor"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(cache / "triton"))
-    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
+    return {
+        "VLLM_HOST_IP": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CACHE_ROOT": str(cache / "vllm"),
+        "HF_HOME": str(cache / "huggingface"),
+        "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
+        "TRITON_CACHE_DIR": str(cache / "triton"),
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def prepare_vllm_environment(state_dir: Path) -> None:
+    """Sets vllm_environment() before vLLM is imported; explicit settings win."""
+    for name, value in vllm_environment(state_dir).items():
+        os.environ.setdefault(name, value)
 
 
 class VllmInProcessBackend:

@@ -23,7 +23,7 @@ from ragplane.generator.backends import (
     prepare_vllm_environment,
 )
 from ragplane.generator.model import ensure_converted, mounted_folder
-from ragplane.server import serve, setup_logging
+from ragplane.server import run_service, serve
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
@@ -230,8 +230,7 @@ async def run(settings: GeneratorSettings) -> None:
 
 
 def main() -> None:
-    setup_logging("generator")
-    asyncio.run(run(GeneratorSettings.from_env()))
+    run_service("generator", lambda: run(GeneratorSettings.from_env()))
 
 
 if __name__ == "__main__":

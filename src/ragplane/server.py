@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -18,7 +19,7 @@ from opentelemetry import trace
 
 from ragplane import telemetry
 from ragplane.config import env_float, env_int
-from ragplane.errors import RagplaneError
+from ragplane.errors import ConfigError, RagplaneError
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,11 @@ async def serve(
     log.info("%s stopped", name)
 
 
-def setup_logging(name: str) -> None:
-    """Logs, metrics endpoint and tracing for a service; call first in its main()."""
+def run_service(name: str, start: Callable[[], Awaitable[None]]) -> None:
+    """A service's main(): telemetry first, then `start`; bad config exits 2 with its message."""
     telemetry.setup_telemetry(name)
+    try:
+        asyncio.run(start())
+    except ConfigError as exc:
+        log.error("%s cannot start: %s", name, exc)
+        sys.exit(2)
