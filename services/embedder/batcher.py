@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ragplane.embedder import metrics
 from ragplane.errors import ResourceExhausted
 
 
@@ -42,6 +43,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self._max_wait_s = max_wait_s
         self._max_queue_texts = max_queue_texts
+        metrics.QUEUE_LIMIT.set(max_queue_texts)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._queued_texts = 0
         # A request taken from the queue that did not fit the last batch leads the next.
@@ -65,12 +67,14 @@ class DynamicBatcher:
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, float, float]:
         """Vectors for texts, with seconds spent queued and computing."""
         if self._queued_texts + len(texts) > self._max_queue_texts:
+            metrics.REJECTED.inc()
             raise ResourceExhausted(
                 f"embedder queue is full ({self._queued_texts} texts waiting, limit "
                 f"{self._max_queue_texts}); retry with backoff"
             )
         pending = _Pending(texts, asyncio.get_running_loop().create_future())
         self._queued_texts += len(texts)
+        metrics.QUEUE_DEPTH.set(self._queued_texts)
         self._queue.put_nowait(pending)
         return await pending.future
 
@@ -80,11 +84,15 @@ class DynamicBatcher:
             batch = await self._collect()
             live = [p for p in batch if not p.future.done()]
             self._queued_texts -= sum(len(p.texts) for p in batch)
+            metrics.QUEUE_DEPTH.set(self._queued_texts)
             if not live:
                 continue
             texts = [t for p in live for t in p.texts]
             self.batch_sizes[len(texts)] += 1
+            metrics.BATCH_SIZE.observe(len(texts))
             started = time.perf_counter()
+            for p in live:
+                metrics.QUEUE_WAIT.observe(started - p.enqueued_at)
             try:
                 vectors = await loop.run_in_executor(self._executor, self._encode_batch, texts)
             except Exception as exc:  # noqa: BLE001 - the callers get the error
@@ -93,6 +101,8 @@ class DynamicBatcher:
                         p.future.set_exception(exc)
                 continue
             compute_s = time.perf_counter() - started
+            metrics.BATCH_DURATION.observe(compute_s)
+            metrics.TEXTS.inc(len(texts))
             offset = 0
             for p in live:
                 part = vectors[offset : offset + len(p.texts)]

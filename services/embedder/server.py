@@ -12,10 +12,12 @@ import grpc
 import numpy as np
 
 from ragplane.config import env_int, env_str, listen_address
+from ragplane.embedder import metrics
 from ragplane.embedder.batcher import DynamicBatcher
 from ragplane.embedder.model import ModelPin, resolve_model_folder, verify_weights
 from ragplane.errors import InvalidArgument
 from ragplane.server import run_service, serve
+from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,18 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
                     f"texts[{i}] has {count} tokens; {self._model.identity.id} takes at most "
                     f"{limit} (split it, e.g. with the gateway's chunker)"
                 )
-        vectors, queue_s, compute_s = await self.batcher.embed(texts)
+        with tracer.start_as_current_span("embed batch") as span:
+            vectors, queue_s, compute_s = await self.batcher.embed(texts)
+            span.set_attributes(
+                {
+                    "ragplane.texts": len(texts),
+                    "ragplane.tokens": sum(counts),
+                    "ragplane.queue_ms": queue_s * 1000,
+                    "ragplane.compute_ms": compute_s * 1000,
+                    "ragplane.model": self._model.identity.id,
+                }
+            )
+        metrics.TOKENS.inc(sum(counts))
         return embedder_pb2.EmbedResponse(
             embeddings=[embedder_pb2.Embedding(values=v.tolist()) for v in vectors],
             model=self._model.identity,
