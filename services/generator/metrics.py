@@ -8,6 +8,12 @@ from prometheus_client import Counter, Gauge, Histogram
 from ragplane.telemetry import LATENCY_BUCKETS
 
 RUNNING = Gauge("ragplane_generator_running_requests", "Generations in flight.")
+CONCURRENCY_LIMIT = Gauge(
+    "ragplane_generator_concurrency_limit", "Most generations in flight before RESOURCE_EXHAUSTED."
+)
+DELTAS = Counter(
+    "ragplane_generator_stream_deltas", "Text deltas streamed; flat while requests run = stalled."
+)
 TIME_TO_FIRST_TOKEN = Histogram(
     "ragplane_generator_time_to_first_token_seconds",
     "From a Generate request to its first text delta.",

@@ -107,6 +107,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self._settings = settings
         self._backend = backend
         self.running = 0
+        metrics.CONCURRENCY_LIMIT.set(settings.max_concurrency)
 
     async def Info(self, request, context):  # noqa: N802 - gRPC method name
         """The served model, its context length and the generations in flight."""
@@ -165,6 +166,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     else:
                         metrics.INTER_TOKEN_LATENCY.observe(now - last_token_at)
                     last_token_at = now
+                    metrics.DELTAS.inc()
                     yield generator_pb2.GenerateResponse(delta=event)
         finally:
             self.running -= 1
