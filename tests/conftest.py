@@ -9,6 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ragplane import stack
 from ragplane.server import channel_options
@@ -29,11 +31,44 @@ def shared_model_cache() -> Path:
     return path
 
 
+class SpanSink(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver: keeps every exported span with its service name."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Span]] = []
+
+    async def Export(self, request, context):  # noqa: N802 - gRPC method name
+        for resource_spans in request.resource_spans:
+            service = next(
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
+                "",
+            )
+            for scope in resource_spans.scope_spans:
+                self.spans.extend((service, span) for span in scope.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture(scope="session")
+async def span_sink() -> AsyncIterator[tuple[SpanSink, int]]:
+    sink = SpanSink()
+    server = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(sink, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield sink, port
+    await server.stop(0)
+
+
 @pytest.fixture(scope="session")
 async def running_stack(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, span_sink: tuple[SpanSink, int]
 ) -> AsyncIterator[stack.StackLayout]:
-    """Milvus Lite and the four services as real processes on free loopback ports."""
+    """Milvus Lite and the four services as real processes on free loopback ports,
+    exporting their spans to the in-test OTLP receiver."""
     state = tmp_path_factory.mktemp("stack")
     (state / "models").symlink_to(shared_model_cache() / "models", target_is_directory=True)
     layout = stack.StackLayout(
@@ -41,7 +76,12 @@ async def running_stack(
         ports={name: free_port() for name in ("milvus", *stack.SERVICES)},
         metrics_ports={name: free_port() for name in stack.SERVICES},
     )
-    await stack.up(layout, env_extra={"RAGPLANE_LOG_LEVEL": "INFO"}, report=lambda _: None)
+    telemetry_env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{span_sink[1]}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    await stack.up(layout, env_extra=telemetry_env, report=lambda _: None)
     try:
         yield layout
     finally:

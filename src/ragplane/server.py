@@ -22,6 +22,7 @@ from ragplane.config import env_float, env_int
 from ragplane.errors import ConfigError, RagplaneError
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("ragplane.access")
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -82,10 +83,11 @@ class _Observed:
         self._full_method = full_method.lstrip("/")
 
     def _record(self, code: grpc.StatusCode, started: float) -> None:
+        elapsed = time.perf_counter() - started
         telemetry.RPC_REQUESTS.labels(self._service, self._method, code.name).inc()
-        telemetry.RPC_DURATION.labels(self._service, self._method).observe(
-            time.perf_counter() - started
-        )
+        telemetry.RPC_DURATION.labels(self._service, self._method).observe(elapsed)
+        # The access log: inside the server span, so the line carries the trace id.
+        access_log.info("%s %s %.1f ms", self._full_method, code.name, elapsed * 1000)
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
