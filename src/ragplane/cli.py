@@ -1,9 +1,10 @@
-"""`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID`."""
+"""`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID | eval FILE`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +182,8 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "status":
         return 0 if await status(layout) else 1
+    if args.command == "eval":
+        return await _evaluate(layout, args)
     async with gateway_channel(layout) as channel:
         gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
         if args.command == "ingest":
@@ -201,12 +204,44 @@ async def _main(args: argparse.Namespace) -> int:
     return 2
 
 
+async def _evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
+    from ragplane import evaluation
+
+    questions = evaluation.load_questions(args.questions)
+    modes = args.modes.split(",")
+    unknown = set(modes) - set(evaluation.MODES)
+    if unknown:
+        raise SystemExit(f"ragplane: unknown modes {sorted(unknown)}; use {list(evaluation.MODES)}")
+    channels = {
+        name: grpc.aio.insecure_channel(layout.address(name), options=channel_options())
+        for name in ("embedder", "retriever", "gateway")
+    }
+    try:
+        evaluator = evaluation.Evaluator(channels, args.collection or "default")
+        report = await evaluator.evaluate(questions, modes, args.k, not args.no_answers)
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    report["questions_file"] = str(args.questions)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(evaluation.format_table(report))
+    print(f"report: {args.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragplane", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start Milvus Lite and the four services on loopback")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="health, pid, address and model of each process")
+    evaluate = sub.add_parser("eval", help="retrieval and answer quality on a questions file")
+    evaluate.add_argument("questions", type=Path, help="JSON lines, see samples/README.md")
+    evaluate.add_argument("--collection", default="")
+    evaluate.add_argument("--modes", default="dense,keyword,hybrid")
+    evaluate.add_argument("--k", type=int, default=5, help="cut-off of recall@k")
+    evaluate.add_argument("--no-answers", action="store_true", help="ranking metrics only")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-report.json"))
     for name, helptext in (
         ("ingest", "index files and folders (Markdown, HTML, text)"),
         ("ask", "ask a question; the answer streams with its sources"),
