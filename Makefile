@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install proto demo test lint clean
+.PHONY: install proto demo test lint clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,6 @@ lint: install
 clean:
 	$(BIN)/ragplane down || true
 	rm -rf .ragplane
+
+bench: install
+	$(BIN)/python -m bench.run

@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 
 from ragplane import stack
 from ragplane.errors import ConfigError
+from ragplane.generator import openai_server
 from ragplane.generator.backends import vllm_environment
 from ragplane.generator.model import MODEL_ID, ensure_converted
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
@@ -83,40 +83,10 @@ async def openai_backed(tmp_path_factory) -> generator_pb2_grpc.GeneratorService
     logs = tmp_path_factory.mktemp("openai")
     env = {**os.environ, **vllm_environment(state)}
     http_port, grpc_port = free_port(), free_port()
-    server = spawn(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(folder.path),
-            "--served-model-name",
-            MODEL_ID,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(http_port),
-            "--max-model-len",
-            "2048",
-            "--kv-cache-memory-bytes",
-            str(256 * 2**20),
-            "--enforce-eager",
-        ],  # fmt: skip
-        env,
-        logs / "vllm.log",
-    )
+    server = openai_server.start(folder, http_port, state, logs / "vllm.log")
     generator = None
     try:
-
-        async def server_healthy() -> bool:
-            try:
-                async with httpx.AsyncClient() as client:
-                    reply = await client.get(f"http://127.0.0.1:{http_port}/health", timeout=2)
-                    return reply.status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_until(server_healthy, server, logs / "vllm.log", 600)
+        await openai_server.wait_healthy(f"http://127.0.0.1:{http_port}", server, logs / "vllm.log")
         generator = spawn(
             [sys.executable, "-m", "ragplane.generator.server"],
             {

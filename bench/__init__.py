@@ -1,0 +1,1 @@
+"""ragplane benchmarks: each a ratio against a baseline measured side by side in one run."""

@@ -1,0 +1,92 @@
+"""What every benchmark shares: a stack to run against, repeated timing, and statistics."""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from ragplane import stack
+from ragplane.server import channel_options
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "samples" / "handbook"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and the range of the middle half (IQR): robust on noisy machines."""
+    values = sorted(values)
+    if len(values) == 1:
+        return {"median": values[0], "q1": values[0], "q3": values[0], "runs": 1}
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return {"median": statistics.median(values), "q1": q[0], "q3": q[2], "runs": len(values)}
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+@dataclass
+class Bench:
+    """A running stack and the channels a benchmark drives it through."""
+
+    layout: stack.StackLayout
+    smoke: bool
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        if name not in self.channels:
+            self.channels[name] = grpc.aio.insecure_channel(
+                self.layout.address(name), options=channel_options()
+            )
+        return self.channels[name]
+
+    async def close(self) -> None:
+        for channel in self.channels.values():
+            await channel.close()
+
+
+async def alternate(
+    runs: int, baseline: Callable[[], Awaitable[float]], ours: Callable[[], Awaitable[float]]
+) -> dict[str, Any]:
+    """Runs baseline and ours in turns (ABAB…) so drift hits both; ratio per pair."""
+    base, mine, ratios = [], [], []
+    for _ in range(runs):
+        b = await baseline()
+        m = await ours()
+        base.append(b)
+        mine.append(m)
+        ratios.append(m / b)
+    return {"baseline": spread(base), "ours": spread(mine), "ratio": spread(ratios)}
+
+
+class Stopwatch:
+    def __enter__(self) -> Stopwatch:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

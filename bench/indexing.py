@@ -1,0 +1,152 @@
+"""Indexing: chunks/s through the gateway vs the source article's naive loop (embed and
+upsert one chunk at a time), and how indexing time grows with corpus size."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from bench.harness import CORPUS, Bench, Stopwatch
+from ragplane.v1 import (
+    common_pb2,
+    embedder_pb2,
+    embedder_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+    retriever_pb2,
+    retriever_pb2_grpc,
+)
+
+POSTGRES_DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
+BATCH = 16
+
+
+def corpus(smoke: bool) -> list[Path]:
+    if not smoke and POSTGRES_DOCS.is_dir():
+        return sorted(POSTGRES_DOCS.glob("*.html"))
+    files = sorted(p for p in CORPUS.rglob("*") if p.suffix in {".md", ".html"})
+    return files[:6] if smoke else files
+
+
+def documents(files: list[Path], root: Path) -> list[gateway_pb2.Document]:
+    return [
+        gateway_pb2.Document(doc_id=str(f.relative_to(root)), source=str(f), content=f.read_bytes())
+        for f in files
+    ]
+
+
+async def through_gateway(gateway, collection: str, docs: list[gateway_pb2.Document]) -> int:
+    """What `ragplane ingest` does: batches of documents, two requests in flight."""
+    batches = [docs[i : i + BATCH] for i in range(0, len(docs), BATCH)]
+    queue = iter(batches)
+    written = 0
+
+    async def worker() -> None:
+        nonlocal written
+        for batch in queue:
+            reply = await gateway.Ingest(
+                gateway_pb2.IngestRequest(collection=collection, documents=batch), timeout=3600
+            )
+            written += sum(r.chunks_written for r in reply.results)
+
+    await asyncio.gather(worker(), worker())
+    return written
+
+
+async def naive(embedder, retriever, collection: str, chunks: list[common_pb2.Chunk]) -> None:
+    """The article's loop: for each chunk, embed it, then upsert it."""
+    for chunk in chunks:
+        embedded = await embedder.Embed(embedder_pb2.EmbedRequest(texts=[chunk.text]), timeout=60)
+        await retriever.Upsert(
+            retriever_pb2.UpsertRequest(
+                collection=collection,
+                model=embedded.model,
+                documents=[
+                    retriever_pb2.DocumentChunks(
+                        doc_id=chunk.doc_id,
+                        chunks=[
+                            retriever_pb2.IndexedChunk(
+                                chunk=chunk, vector=embedded.embeddings[0].values
+                            )
+                        ],
+                    )
+                ],
+            ),
+            timeout=60,
+        )
+
+
+async def run(bench: Bench) -> dict[str, Any]:
+    gateway = gateway_pb2_grpc.GatewayServiceStub(bench.channel("gateway"))
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(bench.channel("embedder"))
+    retriever = retriever_pb2_grpc.RetrieverServiceStub(bench.channel("retriever"))
+    files = corpus(bench.smoke)
+    root = files[0].parent if files[0].parent == POSTGRES_DOCS else CORPUS
+    docs = documents(files, root)
+    tag = hashlib.sha256(str(len(files)).encode()).hexdigest()[:6]
+
+    growth = {}
+    fractions = (1.0,) if bench.smoke else (0.1, 0.25, 0.5, 1.0)
+    for fraction in fractions:
+        part = docs[: max(1, int(len(docs) * fraction))]
+        collection = f"bench_gateway_{tag}_{int(fraction * 100)}"
+        with Stopwatch() as w:
+            chunks = await through_gateway(gateway, collection, part)
+        growth[f"{int(fraction * 100)}%"] = {
+            "documents": len(part),
+            "chunks": chunks,
+            "seconds": w.seconds,
+            "chunks_per_second": chunks / w.seconds,
+        }
+    full = growth["100%"]
+
+    # The naive loop gets the very chunks the gateway made (chunking is not what it measures).
+    listed_collection = f"bench_gateway_{tag}_100"
+    embedded = await embedder.Embed(embedder_pb2.EmbedRequest(texts=["x"]), timeout=60)
+    naive_collection = f"bench_naive_{tag}"
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(
+            name=naive_collection, model=embedded.model, exist_ok=True
+        ),
+        timeout=60,
+    )
+    sample = await _chunks(retriever, listed_collection, embedded.model, 16 if bench.smoke else 300)
+    with Stopwatch() as w:
+        await naive(embedder, retriever, naive_collection, sample)
+    naive_rate = len(sample) / w.seconds
+    return {
+        "what": "chunks/s: gateway Ingest (batched) vs embed+upsert one chunk at a time",
+        "target": "ratio >= 10",
+        "corpus": "postgresql-doc-15 HTML" if root == POSTGRES_DOCS else "samples/handbook",
+        "gateway_chunks_per_second": full["chunks_per_second"],
+        "naive_chunks_per_second": naive_rate,
+        "naive_chunks_timed": len(sample),
+        "ratio": full["chunks_per_second"] / naive_rate,
+        "growth": growth,
+    }
+
+
+async def _chunks(retriever, collection: str, model, limit: int) -> list[common_pb2.Chunk]:
+    """Chunks the gateway stored, found through a keyword search per document."""
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection=collection), timeout=300
+    )
+    chunks: list[common_pb2.Chunk] = []
+    for doc in listed.documents:
+        found = await retriever.Search(
+            retriever_pb2.SearchRequest(
+                collection=collection,
+                model=model,
+                query_text=doc.title or doc.doc_id,
+                mode=common_pb2.SEARCH_MODE_KEYWORD,
+                filter=common_pb2.MetadataFilter(doc_ids=[doc.doc_id]),
+                top_k=100,
+            ),
+            timeout=60,
+        )
+        chunks.extend(h.chunk for h in found.hits)
+        if len(chunks) >= limit:
+            break
+    return chunks[:limit]

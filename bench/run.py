@@ -1,0 +1,100 @@
+"""`make bench`: every benchmark against a fresh one-machine stack; `--smoke` for seconds-long
+runs on tiny input (the test suite runs those so the benchmarks cannot rot)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import embedder, gateway, generator, indexing, retriever
+from bench.harness import ROOT, Bench, commit, free_port
+from ragplane import stack
+from ragplane.cli import ingest
+from ragplane.v1 import gateway_pb2_grpc
+
+BENCHMARKS = {
+    "embedder": embedder.run,
+    "retriever": retriever.run,
+    "gateway": gateway.run,
+    "indexing": indexing.run,
+    "generator": generator.run,
+}
+
+
+def rss_now(layout: stack.StackLayout) -> dict[str, float]:
+    """Current resident memory (MiB) of each stack process tree."""
+    import psutil
+
+    out = {}
+    for name in ("milvus", *stack.SERVICES):
+        pid = stack.running_pid(layout, name)
+        if pid is None:
+            continue
+        root = psutil.Process(pid)
+        out[name] = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+    return out
+
+
+async def run_all(bench: Bench, names: list[str]) -> dict[str, Any]:
+    # The handbook in the default collection is what the query benchmarks search.
+    gateway_stub = gateway_pb2_grpc.GatewayServiceStub(bench.channel("gateway"))
+    await ingest(gateway_stub, [indexing.CORPUS], out=io.StringIO())
+    report: dict[str, Any] = {
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "smoke": bench.smoke,
+        "memory_mib_at_rest": rss_now(bench.layout),
+    }
+    for name in names:
+        started = time.perf_counter()
+        report[name] = await BENCHMARKS[name](bench)
+        report[name]["seconds"] = round(time.perf_counter() - started, 1)
+        print(f"{name}: {json.dumps(report[name], indent=1)}", flush=True)
+    report["memory_mib_peak"] = {
+        k: v / 2**20 for k, v in stack.peak_rss_bytes(bench.layout).items()
+    }
+    return report
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    state = Path(tempfile.mkdtemp(prefix="ragplane-bench-"))
+    models = ROOT / ".ragplane" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    (state / "models").symlink_to(models, target_is_directory=True)
+    layout = stack.StackLayout(
+        state_dir=state,
+        ports={n: free_port() for n in ("milvus", *stack.SERVICES)},
+        metrics_ports={n: free_port() for n in stack.SERVICES},
+    )
+    await stack.up(layout, report=lambda line: print(line, flush=True))
+    bench = Bench(layout, smoke=args.smoke)
+    try:
+        return await run_all(bench, args.only.split(",") if args.only else list(BENCHMARKS))
+    finally:
+        await bench.close()
+        stack.down(layout, report=lambda _: None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    args = parser.parse_args()
+    report = asyncio.run(main_async(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"report: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Every benchmark in bench/ runs in smoke mode (seconds, tiny input) against the test
+stack, so none can rot. Timings are not asserted: benchmarks measure, tests check."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bench import run as bench_run
+from bench.harness import Bench
+from ragplane.cli import ingest
+from ragplane.v1 import gateway_pb2_grpc
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+async def smoke_bench(running_stack, channels):
+    bench = Bench(running_stack, smoke=True)
+    gateway = gateway_pb2_grpc.GatewayServiceStub(bench.channel("gateway"))
+    await ingest(gateway, [ROOT / "samples" / "handbook"], out=io.StringIO())
+    yield bench
+    await bench.close()
+
+
+@pytest.mark.parametrize("name", list(bench_run.BENCHMARKS))
+async def test_benchmark_runs_in_smoke_mode(smoke_bench, name):
+    result = await bench_run.BENCHMARKS[name](smoke_bench)
+    assert result["what"]
+    numbers = [v for v in _leaves(result) if isinstance(v, float)]
+    assert numbers and all(v == v and v >= 0 for v in numbers)  # measured, no NaN
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    else:
+        yield value
