@@ -1,253 +1,725 @@
-"""The retriever against a real Milvus Lite: collections bound to a model, chunk
-replacement, dense / keyword / hybrid search with filters. Vectors are synthetic: the
-part under test is the store, not the embedder."""
+"""The retriever against a real Milvus Lite server, both as processes, driven over gRPC.
+
+Vectors are synthetic unit vectors (dim 8): the part under test is the retriever and
+Milvus, not the embedder. BM25 scores differ in sign between Milvus Lite and a Milvus
+server, so keyword tests assert rankings, never scores.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pymilvus import MilvusClient
 
-from ragplane import stack
+from ragplane.milvus_lite import log_tail, start_milvus_lite, stop_process
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 pytestmark = pytest.mark.integration
-T = 60
+
+T = 30  # deadline of every call, seconds
 DIM = 8
-MODEL = common_pb2.EmbeddingModel(id="test/synthetic", revision="r1", dimension=DIM)
-TEXTS = {
+MODEL = common_pb2.EmbeddingModel(
+    id="test/synthetic", revision="r1", weights_sha256="ab" * 32, dimension=DIM
+)
+OTHER_MODEL = common_pb2.EmbeddingModel(id="test/other", revision="r9", dimension=DIM)
+WIDER_MODEL = common_pb2.EmbeddingModel(id="test/synthetic", revision="r1", dimension=16)
+QUOTED_DOC = 'notes/it\'s "quoted".md'
+CORPUS = {
     "pg/replication.md": [
-        "Set max_wal_senders to 10 on the primary.",
-        "Streaming replication basics.",
+        "Set max_wal_senders to 10 on the primary before adding replicas.",
+        "Streaming replication ships WAL records to standbys.",
     ],
-    "pg/errors.md": ["Error 23505 is a unique_violation.", "Deadlocks raise 40P01."],
-    "pg/dump.md": ["Use pg_dump --no-owner to skip ownership.", "Restore with pg_restore."],
+    "pg/errors.md": [
+        "Error 23505 is a unique_violation raised by a duplicate key.",
+        "Deadlocks raise SQLSTATE 40P01 and the transaction is retried.",
+    ],
+    "pg/dump.md": [
+        "Run pg_dump --no-owner so the restore does not need the original roles.",
+        "Restore the archive with pg_restore into an empty database.",
+    ],
+    "ops_x/notes.md": ["The owner of the pager rotation is listed in the on-call sheet."],
+    "opsAx/notes.md": ["There is no standby for the billing database."],
+    QUOTED_DOC: ["Quoted document about failover drills."],
 }
 
 
-def vector(seed: int) -> list[float]:
+def source_of(doc_id: str) -> str:
+    return f"/handbook/{doc_id}"
+
+
+def vector(*key: object) -> list[float]:
+    """A deterministic random unit vector for a key."""
+    seed = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "big")
     v = np.random.default_rng(seed).normal(size=DIM)
     return (v / np.linalg.norm(v)).tolist()
 
 
-def document(doc_id: str, texts: list[str], seed: int = 0) -> retriever_pb2.DocumentChunks:
+def chunk_id(doc_id: str, position: int, text: str) -> str:
+    return hashlib.sha256(f"{doc_id}\x00{position}\x00{text}".encode()).hexdigest()[:32]
+
+
+def document(doc_id: str, texts: list[str], doc_hash: str = "v1") -> retriever_pb2.DocumentChunks:
     return retriever_pb2.DocumentChunks(
         doc_id=doc_id,
         chunks=[
             retriever_pb2.IndexedChunk(
                 chunk=common_pb2.Chunk(
-                    id=f"{doc_id}#{i}#{abs(hash(text)) % 10**8}",
+                    id=chunk_id(doc_id, i, text),
                     doc_id=doc_id,
-                    title=doc_id,
-                    source=f"/docs/{doc_id}",
+                    title=f"Title of {doc_id}",
+                    source=source_of(doc_id),
+                    section=f"Section {i}",
                     position=i,
+                    content_hash=hashlib.sha256(text.encode()).hexdigest(),
                     text=text,
-                    doc_hash=f"h{seed}",
+                    doc_hash=doc_hash,
                 ),
-                vector=vector(hash((doc_id, i)) % 1000),
+                vector=vector(doc_id, i, text),
             )
             for i, text in enumerate(texts)
         ],
     )
 
 
+# Processes -----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Processes:
+    """Milvus Lite and the retriever as real processes; either can be restarted."""
+
+    workdir: Path
+    milvus_port: int = field(default_factory=free_port)
+    retriever_port: int = field(default_factory=free_port)
+    milvus: subprocess.Popen | None = None
+    retriever: subprocess.Popen | None = None
+
+    @property
+    def milvus_uri(self) -> str:
+        return f"http://127.0.0.1:{self.milvus_port}"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.retriever_port}"
+
+    @property
+    def retriever_log(self) -> Path:
+        return self.workdir / "retriever.log"
+
+    async def start_milvus(self) -> None:
+        self.milvus = await asyncio.to_thread(
+            start_milvus_lite,
+            self.workdir / "milvus",
+            self.milvus_port,
+            self.workdir / "milvus.log",
+        )
+
+    def stop_milvus(self) -> None:
+        if self.milvus is not None:
+            stop_process(self.milvus, timeout=10)
+            self.milvus = None
+
+    async def start_retriever(self) -> None:
+        self.retriever = self._launch_retriever()
+        await self._wait_serving(within_s=90)
+
+    def _launch_retriever(self) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            "RAGPLANE_RETRIEVER_ADDR": self.address,
+            "RAGPLANE_RETRIEVER_METRICS_ADDR": "127.0.0.1:0",
+            "RAGPLANE_MILVUS_URI": self.milvus_uri,
+            "RAGPLANE_MILVUS_TIMEOUT_SECONDS": "10",
+            "RAGPLANE_SHUTDOWN_GRACE_SECONDS": "1",
+            "RAGPLANE_STATE_DIR": str(self.workdir),
+            "PYTHONUNBUFFERED": "1",
+        }
+        env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        with self.retriever_log.open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "ragplane.retriever.server"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop_retriever(self) -> None:
+        if self.retriever is not None:
+            stop_process(self.retriever, timeout=15)
+            self.retriever = None
+
+    async def _wait_serving(self, within_s: float) -> None:
+        deadline = time.monotonic() + within_s
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.retriever is not None
+                if self.retriever.poll() is not None:
+                    raise RuntimeError(f"retriever exited:\n{log_tail(self.retriever_log)}")
+                try:
+                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.aio.AioRpcError:
+                    pass
+                await asyncio.sleep(0.3)
+        raise RuntimeError(
+            f"retriever not SERVING in {within_s} s:\n{log_tail(self.retriever_log)}"
+        )
+
+
 @pytest.fixture(scope="module")
-def retriever(channels) -> retriever_pb2_grpc.RetrieverServiceStub:
-    return retriever_pb2_grpc.RetrieverServiceStub(channels["retriever"])
+async def processes(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Processes]:
+    procs = Processes(tmp_path_factory.mktemp("retriever"))
+    await procs.start_milvus()
+    try:
+        await procs.start_retriever()
+        yield procs
+    finally:
+        procs.stop_retriever()
+        procs.stop_milvus()
+
+
+@pytest.fixture(scope="module")
+async def retriever(processes: Processes) -> AsyncIterator[retriever_pb2_grpc.RetrieverServiceStub]:
+    async with grpc.aio.insecure_channel(processes.address) as channel:
+        yield retriever_pb2_grpc.RetrieverServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
 async def pg(retriever) -> str:
+    """A collection holding CORPUS."""
     await retriever.CreateCollection(
         retriever_pb2.CreateCollectionRequest(name="pg", model=MODEL), timeout=T
     )
-    await retriever.Upsert(
+    reply = await retriever.Upsert(
         retriever_pb2.UpsertRequest(
-            collection="pg", model=MODEL, documents=[document(d, t) for d, t in TEXTS.items()]
+            collection="pg", model=MODEL, documents=[document(d, t) for d, t in CORPUS.items()]
         ),
         timeout=T,
     )
+    assert [(r.chunks_written, r.chunks_deleted) for r in reply.results] == [
+        (len(t), 0) for t in CORPUS.values()
+    ]
     return "pg"
 
 
-async def search(retriever, mode, text="", vec=None, **fields) -> list[common_pb2.ScoredChunk]:
-    reply = await retriever.Search(
+def chunk_of(doc_id: str, position: int) -> retriever_pb2.IndexedChunk:
+    return document(doc_id, CORPUS[doc_id]).chunks[position]
+
+
+async def search(stub, collection: str = "pg", **fields) -> list[common_pb2.ScoredChunk]:
+    reply = await stub.Search(
         retriever_pb2.SearchRequest(
-            collection="pg",
-            model=MODEL,
-            query_text=text,
-            query_vector=vec or [],
-            mode=mode,
-            **fields,
+            collection=collection, model=fields.pop("model", MODEL), **fields
         ),
         timeout=T,
     )
+    assert reply.timing.compute_ms > 0
     return list(reply.hits)
+
+
+async def keyword(stub, text: str, **fields) -> list[common_pb2.ScoredChunk]:
+    return await search(stub, query_text=text, mode=common_pb2.SEARCH_MODE_KEYWORD, **fields)
+
+
+async def status_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code(), err.value.details() or ""
+
+
+# Collections ---------------------------------------------------------------------
+
+
+async def test_create_describe_drop(retriever):
+    created = await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="scratch", model=MODEL), timeout=T
+    )
+    assert created.created
+    described = await retriever.DescribeCollection(
+        retriever_pb2.DescribeCollectionRequest(name="scratch"), timeout=T
+    )
+    assert described.collection.model == MODEL
+    assert (described.collection.name, described.collection.chunk_count) == ("scratch", 0)
+    await retriever.DropCollection(retriever_pb2.DropCollectionRequest(name="scratch"), timeout=T)
+    for call in (
+        retriever.DescribeCollection(
+            retriever_pb2.DescribeCollectionRequest(name="scratch"), timeout=T
+        ),
+        retriever.DropCollection(retriever_pb2.DropCollectionRequest(name="scratch"), timeout=T),
+    ):
+        assert await status_of(call) == (
+            grpc.StatusCode.NOT_FOUND,
+            "collection 'scratch' does not exist",
+        )
+
+
+async def test_create_is_idempotent_only_with_exist_ok_and_the_same_model(retriever, pg):
+    again = await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name=pg, model=MODEL, exist_ok=True), timeout=T
+    )
+    assert not again.created
+    assert again.collection.model == MODEL
+    assert again.collection.chunk_count == sum(len(t) for t in CORPUS.values())
+
+    code, _ = await status_of(
+        retriever.CreateCollection(
+            retriever_pb2.CreateCollectionRequest(name=pg, model=MODEL), timeout=T
+        )
+    )
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+
+    code, message = await status_of(
+        retriever.CreateCollection(
+            retriever_pb2.CreateCollectionRequest(name=pg, model=OTHER_MODEL, exist_ok=True),
+            timeout=T,
+        )
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "test/synthetic@r1 (8-d)" in message and "test/other@r9 (8-d)" in message
+
+
+@pytest.mark.parametrize("model", [OTHER_MODEL, WIDER_MODEL], ids=["other-model", "other-dim"])
+async def test_vectors_from_another_model_are_refused(retriever, pg, model):
+    wrong = [0.1] * model.dimension
+    calls = [
+        retriever.Upsert(
+            retriever_pb2.UpsertRequest(
+                collection=pg,
+                model=model,
+                documents=[
+                    retriever_pb2.DocumentChunks(
+                        doc_id="x.md",
+                        chunks=[
+                            retriever_pb2.IndexedChunk(
+                                chunk=common_pb2.Chunk(id="x", doc_id="x.md", text="x"),
+                                vector=wrong,
+                            )
+                        ],
+                    )
+                ],
+            ),
+            timeout=T,
+        ),
+        retriever.Search(
+            retriever_pb2.SearchRequest(
+                collection=pg, model=model, query_vector=wrong, query_text="replication"
+            ),
+            timeout=T,
+        ),
+    ]
+    for call in calls:
+        code, message = await status_of(call)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "collection 'pg' was indexed with test/synthetic@r1 (8-d)" in message
+        assert f"{model.id}@{model.revision} ({model.dimension}-d)" in message
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection=pg, doc_ids=["x.md"]), timeout=T
+    )
+    assert not listed.documents
+
+
+# Search --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("query", "doc_id"),
     [
         ("max_wal_senders", "pg/replication.md"),
+        ("MAX_WAL_SENDERS", "pg/replication.md"),
         ("23505", "pg/errors.md"),
         ("--no-owner", "pg/dump.md"),
+        ("40P01", "pg/errors.md"),
     ],
 )
 async def test_identifiers_are_found_by_keyword(retriever, pg, query, doc_id):
-    hits = await search(retriever, common_pb2.SEARCH_MODE_KEYWORD, text=query)
+    hits = await keyword(retriever, query)
+    assert hits, f"nothing found for {query!r}"
     assert hits[0].chunk.doc_id == doc_id
-    assert hits[0].chunk.source == f"/docs/{doc_id}"
+
+
+async def test_keyword_hits_carry_the_whole_chunk(retriever, pg):
+    hits = await keyword(retriever, "max_wal_senders")
+    expected = chunk_of("pg/replication.md", 0).chunk
+    assert hits[0].chunk == expected
+
+
+async def test_keyword_ranks_the_chunk_matching_more_terms_first(retriever, pg):
+    # "no" and "owner" each appear alone elsewhere; only pg_dump's chunk has both.
+    hits = await keyword(retriever, "no owner", top_k=10)
+    assert hits[0].chunk.doc_id == "pg/dump.md"
+    assert {"ops_x/notes.md", "opsAx/notes.md"} <= {h.chunk.doc_id for h in hits[1:]}
 
 
 async def test_dense_search_finds_the_nearest_chunk(retriever, pg):
-    target = document("pg/errors.md", TEXTS["pg/errors.md"]).chunks[1]
-    hits = await search(retriever, common_pb2.SEARCH_MODE_DENSE, vec=list(target.vector))
+    target = chunk_of("pg/errors.md", 1)
+    hits = await search(
+        retriever, query_vector=target.vector, mode=common_pb2.SEARCH_MODE_DENSE, top_k=3
+    )
+    assert len(hits) == 3
     assert hits[0].chunk.id == target.chunk.id
-    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)  # cosine similarity
+    assert hits[0].score > hits[1].score >= hits[2].score
 
 
-async def test_hybrid_search_fuses_both(retriever, pg):
-    target = document("pg/dump.md", TEXTS["pg/dump.md"]).chunks[1]
-    hits = await search(
-        retriever,
-        common_pb2.SEARCH_MODE_HYBRID,
-        text="max_wal_senders",
-        vec=list(target.vector),
-        top_k=6,
-    )
-    top_two = {h.chunk.id for h in hits[:2]}
-    assert target.chunk.id in top_two
-    assert any(h.chunk.doc_id == "pg/replication.md" for h in hits[:2])
+async def test_hybrid_fuses_dense_and_keyword_and_is_the_default(retriever, pg):
+    near = chunk_of("pg/dump.md", 1)  # the dense side's best
+    named = chunk_of("pg/replication.md", 0)  # the keyword side's only match
+    rankings = []
+    for mode in (common_pb2.SEARCH_MODE_HYBRID, common_pb2.SEARCH_MODE_UNSPECIFIED):
+        hits = await search(
+            retriever, query_vector=near.vector, query_text="max_wal_senders", mode=mode, top_k=4
+        )
+        rankings.append([h.chunk.id for h in hits])
+    # Reciprocal rank fusion: the keyword match also ranks somewhere in the dense list.
+    assert rankings[0][:2] == [named.chunk.id, near.chunk.id]
+    assert rankings[0] == rankings[1]
 
 
-async def test_filters_restrict_by_document_and_source_prefix(retriever, pg):
+async def test_top_k_defaults_to_five(retriever, pg):
+    hits = await search(
+        retriever, query_vector=vector("any"), mode=common_pb2.SEARCH_MODE_DENSE, top_k=0
+    )
+    assert len(hits) == 5
+
+
+async def test_filter_by_documents(retriever, pg):
+    hits = await keyword(
+        retriever,
+        "replication error dump restore standby",
+        filter=common_pb2.MetadataFilter(doc_ids=["pg/dump.md", "pg/errors.md"]),
+        top_k=20,
+    )
+    assert {h.chunk.doc_id for h in hits} == {"pg/dump.md", "pg/errors.md"}
+
+
+async def test_filter_by_source_prefix_matches_literally(retriever, pg):
+    # "_" must not act as a LIKE wildcard: /handbook/opsAx/ must stay out.
     hits = await search(
         retriever,
-        common_pb2.SEARCH_MODE_KEYWORD,
-        text="error replication dump restore",
-        filter=common_pb2.MetadataFilter(doc_ids=["pg/dump.md"]),
-        top_k=10,
+        query_vector=vector("anything"),
+        query_text="owner standby database",
+        filter=common_pb2.MetadataFilter(source_prefix="/handbook/ops_x/"),
+        top_k=20,
     )
-    assert hits and {h.chunk.doc_id for h in hits} == {"pg/dump.md"}
+    assert {h.chunk.doc_id for h in hits} == {"ops_x/notes.md"}
     hits = await search(
         retriever,
-        common_pb2.SEARCH_MODE_KEYWORD,
-        text="error replication dump restore",
-        filter=common_pb2.MetadataFilter(source_prefix="/docs/pg/e"),
-        top_k=10,
+        query_vector=vector("anything"),
+        mode=common_pb2.SEARCH_MODE_DENSE,
+        filter=common_pb2.MetadataFilter(source_prefix="/handbook/pg/", doc_ids=["pg/dump.md"]),
+        top_k=20,
     )
-    assert hits and {h.chunk.doc_id for h in hits} == {"pg/errors.md"}
+    assert [h.chunk.doc_id for h in hits] == ["pg/dump.md"] * 2
+
+
+async def test_quotes_in_filter_values_cannot_widen_the_filter(retriever, pg):
+    for mode in (common_pb2.SEARCH_MODE_DENSE, common_pb2.SEARCH_MODE_KEYWORD):
+        hits = await search(
+            retriever,
+            query_vector=vector("q"),
+            query_text="database",
+            mode=mode,
+            filter=common_pb2.MetadataFilter(doc_ids=['x" or doc_id != "', "y' or '1'=='1"]),
+            top_k=20,
+        )
+        assert hits == []
     hits = await search(
         retriever,
-        common_pb2.SEARCH_MODE_KEYWORD,
-        text="error",
-        filter=common_pb2.MetadataFilter(doc_ids=['x" or doc_id != "']),
+        query_vector=vector("q"),
+        mode=common_pb2.SEARCH_MODE_DENSE,
+        filter=common_pb2.MetadataFilter(doc_ids=[QUOTED_DOC], source_prefix=source_of(QUOTED_DOC)),
+        top_k=20,
     )
-    assert hits == []  # a quote in a value cannot widen the filter
+    assert [h.chunk.doc_id for h in hits] == [QUOTED_DOC]
+
+
+# Documents -----------------------------------------------------------------------
+
+
+async def test_list_documents(retriever, pg):
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection=pg), timeout=T
+    )
+    by_id = {d.doc_id: d for d in listed.documents}
+    assert set(CORPUS) <= set(by_id)
+    doc = by_id["pg/dump.md"]
+    assert (doc.doc_hash, doc.chunk_count, doc.title, doc.source) == (
+        "v1",
+        2,
+        "Title of pg/dump.md",
+        "/handbook/pg/dump.md",
+    )
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection=pg, doc_ids=[QUOTED_DOC, "missing.md"]),
+        timeout=T,
+    )
+    assert [(d.doc_id, d.chunk_count) for d in listed.documents] == [(QUOTED_DOC, 1)]
 
 
 async def test_replacing_a_document_leaves_no_stale_chunks(retriever, pg):
+    async def upsert(doc: retriever_pb2.DocumentChunks) -> tuple[int, int]:
+        reply = await retriever.Upsert(
+            retriever_pb2.UpsertRequest(collection=pg, model=MODEL, documents=[doc]), timeout=T
+        )
+        return reply.results[0].chunks_written, reply.results[0].chunks_deleted
+
+    async def listed() -> list[tuple[int, str]]:
+        reply = await retriever.ListDocuments(
+            retriever_pb2.ListDocumentsRequest(collection=pg, doc_ids=["tmp.md"]), timeout=T
+        )
+        return [(d.chunk_count, d.doc_hash) for d in reply.documents]
+
+    assert await upsert(document("tmp.md", ["alpha zebra", "beta yak", "gamma xerus"])) == (3, 0)
+    # Same first chunk, two chunks gone, one new one.
+    assert await upsert(document("tmp.md", ["alpha zebra", "delta walrus"], "v2")) == (2, 2)
+    assert await listed() == [(2, "v2")]
+    assert not await keyword(retriever, "yak xerus")
+    hits = await keyword(retriever, "walrus zebra", top_k=10)
+    assert sorted(h.chunk.text for h in hits) == ["alpha zebra", "delta walrus"]
+    # No chunks at all: the document is gone.
+    assert await upsert(retriever_pb2.DocumentChunks(doc_id="tmp.md")) == (0, 2)
+    assert await listed() == []
+
+
+async def test_delete_document(retriever, pg):
     await retriever.Upsert(
         retriever_pb2.UpsertRequest(
-            collection="pg",
-            model=MODEL,
-            documents=[document("tmp.md", ["a one", "b two", "c three"])],
+            collection=pg, model=MODEL, documents=[document("gone.md", ["okapi one", "okapi two"])]
         ),
         timeout=T,
     )
-    reply = await retriever.Upsert(
-        retriever_pb2.UpsertRequest(
-            collection="pg",
-            model=MODEL,
-            documents=[document("tmp.md", ["a one", "d four"], seed=1)],
-        ),
-        timeout=T,
-    )
-    assert (reply.results[0].chunks_written, reply.results[0].chunks_deleted) == (2, 2)
-    listed = await retriever.ListDocuments(
-        retriever_pb2.ListDocumentsRequest(collection="pg", doc_ids=["tmp.md"]), timeout=T
-    )
-    assert [(d.doc_id, d.chunk_count, d.doc_hash) for d in listed.documents] == [
-        ("tmp.md", 2, "h1")
-    ]
-    deleted = await retriever.DeleteDocument(
-        retriever_pb2.DeleteDocumentRequest(collection="pg", doc_id="tmp.md"), timeout=T
-    )
-    assert deleted.chunks_deleted == 2
-    assert not await search(retriever, common_pb2.SEARCH_MODE_KEYWORD, text="four")
-
-
-async def test_create_is_idempotent_only_for_the_same_model(retriever, pg):
-    again = await retriever.CreateCollection(
-        retriever_pb2.CreateCollectionRequest(name="pg", model=MODEL, exist_ok=True), timeout=T
-    )
-    assert not again.created and again.collection.chunk_count == 6
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await retriever.CreateCollection(
-            retriever_pb2.CreateCollectionRequest(name="pg", model=MODEL), timeout=T
+    assert len(await keyword(retriever, "okapi")) == 2
+    for expected in (2, 0):
+        reply = await retriever.DeleteDocument(
+            retriever_pb2.DeleteDocumentRequest(collection=pg, doc_id="gone.md"), timeout=T
         )
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    other = common_pb2.EmbeddingModel(id="test/other", revision="r9", dimension=DIM)
-    for call in (
-        retriever.CreateCollection(
-            retriever_pb2.CreateCollectionRequest(name="pg", model=other, exist_ok=True), timeout=T
+        assert reply.chunks_deleted == expected
+    assert not await keyword(retriever, "okapi")
+
+
+async def test_list_documents_past_the_query_window(retriever):
+    """More chunks than one Milvus query returns (16384) are all counted."""
+    docs, per_doc = 9, 2000
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="bulk", model=MODEL), timeout=T
+    )
+    try:
+        for d in range(docs):
+            await retriever.Upsert(
+                retriever_pb2.UpsertRequest(
+                    collection="bulk",
+                    model=MODEL,
+                    documents=[document(f"d{d}", [f"chunk {i}" for i in range(per_doc)])],
+                ),
+                timeout=120,
+            )
+        listed = await retriever.ListDocuments(
+            retriever_pb2.ListDocumentsRequest(collection="bulk"), timeout=120
+        )
+        assert [(d.doc_id, d.chunk_count) for d in listed.documents] == [
+            (f"d{d}", per_doc) for d in range(docs)
+        ]
+    finally:
+        await retriever.DropCollection(retriever_pb2.DropCollectionRequest(name="bulk"), timeout=T)
+
+
+# Bad requests --------------------------------------------------------------------
+
+
+def _upsert(
+    doc: retriever_pb2.DocumentChunks, collection: str = "pg"
+) -> retriever_pb2.UpsertRequest:
+    return retriever_pb2.UpsertRequest(collection=collection, model=MODEL, documents=[doc])
+
+
+def _with_vector(values: list[float]) -> retriever_pb2.DocumentChunks:
+    doc = document("bad.md", ["some text"])
+    doc.chunks[0].ClearField("vector")
+    doc.chunks[0].vector.extend(values)
+    return doc
+
+
+VECTOR = [0.5] * DIM
+BAD_SEARCHES = {
+    "bad-name": (dict(collection="1pg", query_vector=VECTOR, query_text="x"), "INVALID_ARGUMENT"),
+    "unknown-collection": (
+        dict(collection="nope", query_vector=VECTOR, query_text="x"),
+        "NOT_FOUND",
+    ),
+    "short-vector": (dict(query_vector=[1.0, 2.0], query_text="x"), "INVALID_ARGUMENT"),
+    "keyword-without-text": (
+        dict(query_vector=VECTOR, mode=common_pb2.SEARCH_MODE_KEYWORD),
+        "INVALID_ARGUMENT",
+    ),
+    "hybrid-without-text": (
+        dict(query_vector=VECTOR, mode=common_pb2.SEARCH_MODE_HYBRID),
+        "INVALID_ARGUMENT",
+    ),
+    "dense-without-vector": (
+        dict(query_text="x", mode=common_pb2.SEARCH_MODE_DENSE),
+        "INVALID_ARGUMENT",
+    ),
+    "default-without-vector": (dict(query_text="x"), "INVALID_ARGUMENT"),
+    "zero-vector": (
+        dict(query_vector=[0.0] * DIM, mode=common_pb2.SEARCH_MODE_DENSE),
+        "INVALID_ARGUMENT",
+    ),
+    "top-k-over-100": (
+        dict(query_text="x", mode=common_pb2.SEARCH_MODE_KEYWORD, top_k=101),
+        "INVALID_ARGUMENT",
+    ),
+    "unknown-mode": (dict(query_vector=VECTOR, query_text="x", mode=9), "INVALID_ARGUMENT"),
+    "no-model": (
+        dict(query_vector=VECTOR, mode=common_pb2.SEARCH_MODE_DENSE, model=None),
+        "INVALID_ARGUMENT",
+    ),
+}
+
+
+@pytest.mark.parametrize(("fields", "code"), BAD_SEARCHES.values(), ids=BAD_SEARCHES.keys())
+async def test_bad_searches_get_clear_statuses(retriever, pg, fields, code):
+    fields = {"collection": pg, "model": MODEL, **fields}
+    model = fields.pop("model")
+    request = retriever_pb2.SearchRequest(**fields)
+    if model is not None:
+        request.model.CopyFrom(model)
+    got, message = await status_of(retriever.Search(request, timeout=T))
+    assert got.name == code, message
+
+
+BAD_UPSERTS = {
+    "empty-text": (document("bad.md", ["  "]), "text is empty"),
+    "empty-doc-id": (retriever_pb2.DocumentChunks(doc_id=""), "doc_id is empty"),
+    "vector-length": (_with_vector([1.0] * (DIM - 1)), "has 7 values"),
+    "nan-vector": (_with_vector([float("nan")] * DIM), "NaN"),
+    "foreign-chunk": (
+        retriever_pb2.DocumentChunks(
+            doc_id="bad.md", chunks=[document("other.md", ["text"]).chunks[0]]
+        ),
+        "is not its document's",
+    ),
+}
+
+
+@pytest.mark.parametrize(("doc", "words"), BAD_UPSERTS.values(), ids=BAD_UPSERTS.keys())
+async def test_bad_upserts_are_refused_and_write_nothing(retriever, pg, doc, words):
+    code, message = await status_of(retriever.Upsert(_upsert(doc), timeout=T))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in message
+    listed = await retriever.ListDocuments(
+        retriever_pb2.ListDocumentsRequest(collection=pg, doc_ids=["bad.md"]), timeout=T
+    )
+    assert not listed.documents
+
+
+async def test_every_rpc_on_an_unknown_collection_is_not_found(retriever):
+    calls = [
+        retriever.DescribeCollection(
+            retriever_pb2.DescribeCollectionRequest(name="nope"), timeout=T
+        ),
+        retriever.DropCollection(retriever_pb2.DropCollectionRequest(name="nope"), timeout=T),
+        retriever.ListDocuments(retriever_pb2.ListDocumentsRequest(collection="nope"), timeout=T),
+        retriever.Upsert(_upsert(document("a.md", ["text"]), "nope"), timeout=T),
+        retriever.DeleteDocument(
+            retriever_pb2.DeleteDocumentRequest(collection="nope", doc_id="a.md"), timeout=T
         ),
         retriever.Search(
-            retriever_pb2.SearchRequest(collection="pg", model=other, query_vector=vector(1)),
-            timeout=T,
-        ),
-        retriever.Upsert(
-            retriever_pb2.UpsertRequest(
-                collection="pg", model=other, documents=[document("x", ["x"])]
+            retriever_pb2.SearchRequest(
+                collection="nope", model=MODEL, query_text="x", mode=common_pb2.SEARCH_MODE_KEYWORD
             ),
             timeout=T,
         ),
-    ):
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
-        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "test/synthetic@r1" in err.value.details() and "test/other@r9" in err.value.details()
+    ]
+    for call in calls:
+        assert await status_of(call) == (
+            grpc.StatusCode.NOT_FOUND,
+            "collection 'nope' does not exist",
+        )
 
 
-@pytest.mark.parametrize(
-    ("request_", "code"),
-    [
-        (retriever_pb2.SearchRequest(collection="nope", model=MODEL), grpc.StatusCode.NOT_FOUND),
-        (
-            retriever_pb2.SearchRequest(collection="bad name", model=MODEL),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ),
-        (
-            retriever_pb2.SearchRequest(collection="pg", model=MODEL, query_vector=[1.0, 2.0]),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ),
-        (
-            retriever_pb2.SearchRequest(
-                collection="pg", model=MODEL, mode=common_pb2.SEARCH_MODE_KEYWORD
+async def test_bad_collection_names_are_invalid(retriever):
+    for name in ("", "1abc", "has-dash", "a" * 256, "spaced name"):
+        code, _ = await status_of(
+            retriever.CreateCollection(
+                retriever_pb2.CreateCollectionRequest(name=name, model=MODEL), timeout=T
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, name
+    code, _ = await status_of(
+        retriever.CreateCollection(
+            retriever_pb2.CreateCollectionRequest(
+                name="ok", model=common_pb2.EmbeddingModel(id="m")
             ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ),
-        (
-            retriever_pb2.SearchRequest(
-                collection="pg",
-                model=MODEL,
-                query_text="x",
-                mode=common_pb2.SEARCH_MODE_KEYWORD,
-                top_k=101,
-            ),
-            grpc.StatusCode.INVALID_ARGUMENT,
-        ),
-    ],
-)
-async def test_bad_searches_get_clear_statuses(retriever, pg, request_, code):
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await retriever.Search(request_, timeout=T)
-    assert err.value.code() == code
+            timeout=T,
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_collections_survive_a_retriever_restart(retriever, pg, running_stack):
-    pid = stack.running_pid(running_stack, "retriever")
-    stack.stop_process_tree(pid, timeout=30)
-    await stack.up(running_stack, report=lambda _: None)
-    hits = await search(retriever, common_pb2.SEARCH_MODE_KEYWORD, text="23505")
-    assert hits[0].chunk.doc_id == "pg/errors.md"
+# Restarts (last: they stop the processes) ----------------------------------------
+
+
+async def pg_still_answers(address: str) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = retriever_pb2_grpc.RetrieverServiceStub(channel)
+        hits = await keyword(stub, "23505")
+        assert hits[0].chunk.doc_id == "pg/errors.md"
+        target = chunk_of("pg/dump.md", 0)
+        hits = await search(stub, query_vector=target.vector, query_text="no owner")
+        assert hits[0].chunk.id == target.chunk.id
+        described = await stub.DescribeCollection(
+            retriever_pb2.DescribeCollectionRequest(name="pg"), timeout=T
+        )
+        assert described.collection.model == MODEL
+
+
+async def test_milvus_down_is_unavailable_naming_the_uri(retriever, pg, processes):
+    processes.stop_milvus()
+    try:
+        code, message = await status_of(keyword(retriever, "23505"))
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert processes.milvus_uri in message
+    finally:
+        await processes.start_milvus()
+    # Milvus Lite reopened the collection released; the retriever loads it again.
+    await pg_still_answers(processes.address)
+
+
+async def test_collections_survive_restarts(pg, processes):
+    processes.stop_retriever()
+    processes.stop_milvus()
+    await processes.start_milvus()
+    await processes.start_retriever()
+    # Milvus Lite reopens collections released; the retriever loads them at start-up.
+    assert await asyncio.to_thread(load_state, processes.milvus_uri, pg) == "Loaded"
+    await pg_still_answers(processes.address)
+
+
+def load_state(uri: str, collection: str) -> str:
+    client = MilvusClient(uri=uri, timeout=T)
+    try:
+        return client.get_load_state(collection, timeout=T)["state"].name
+    finally:
+        client.close()

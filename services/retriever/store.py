@@ -1,8 +1,10 @@
-"""All Milvus access: collections bound to an embedding model, chunks, and search.
+"""Every Milvus call the retriever makes: model-bound collections, chunk rows, search.
 
-pymilvus' client is synchronous, so every call runs in a small thread pool and the
-event loop never blocks. Milvus Lite and a Milvus server or cluster are the same code
-with another URI.
+pymilvus' MilvusClient is synchronous, so each call runs in a dedicated thread pool and
+the event loop never blocks. (AsyncMilvusClient also works against Milvus Lite, but it
+has no query_iterator, which listing documents past Milvus' 16384-row query window
+needs, and it was no faster.) Milvus Lite and a Milvus server are the same code with
+another URI; every call carries the configured timeout.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+import grpc
 from pymilvus import (
     AnnSearchRequest,
     DataType,
@@ -25,12 +30,40 @@ from pymilvus import (
     RRFRanker,
 )
 
-from ragplane.errors import NotFound, Unavailable
+from ragplane.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    NotFound,
+    RagplaneError,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The embedding model is a collection property: Milvus Lite persists properties across
+# restarts (it drops the collection description), and Milvus servers keep custom ones.
 MODEL_PROPERTY = "ragplane.embedding_model"
+SCHEMA_PROPERTY = "ragplane.schema_version"
+SCHEMA_VERSION = "1"
+
+# Unicode word tokenizer + lowercase: max_wal_senders, 23505 and pg_dump stay single
+# terms, --no-owner becomes "no" "owner" (both kept: no stop-word filter). Milvus Lite
+# only has "standard" and "jieba"; a whitespace tokenizer would also glue punctuation
+# to words ("max_wal_senders," would not match "max_wal_senders").
+TEXT_ANALYZER: dict[str, Any] = {"tokenizer": "standard", "filter": ["lowercase"]}
+
+# VARCHAR limits; Milvus counts UTF-8 bytes.
+MAX_BYTES = {
+    "id": 512,
+    "doc_id": 2048,
+    "doc_hash": 128,
+    "title": 2048,
+    "source": 4096,
+    "section": 2048,
+    "content_hash": 128,
+    "text": 65535,
+}
 CHUNK_FIELDS = [
     "id",
     "doc_id",
@@ -42,162 +75,361 @@ CHUNK_FIELDS = [
     "content_hash",
     "text",
 ]
-# Keeps identifiers such as max_wal_senders, 23505 and --no-owner findable by keyword.
-TEXT_ANALYZER = {"tokenizer": "standard", "filter": ["lowercase"]}
-MAX_TEXT_CHARS = 65535
-QUERY_PAGE = 1000
+DENSE_FIELD = "dense"
+SPARSE_FIELD = "sparse"
+RRF_K = 60
+WRITE_BATCH_ROWS = 500
+QUERY_PAGE_ROWS = 1000
+
+# Milvus error codes (pymilvus ErrorCode and Milvus' merr share them).
+COLLECTION_NOT_FOUND = 100
+COLLECTION_NOT_LOADED = 101
+CONNECT_FAILED = 2
+# How long a call keeps retrying while Milvus is unreachable (e.g. restarting).
+RECONNECT_WINDOW_S = 3.0
 
 
 @dataclass(frozen=True)
 class ModelRecord:
+    """The embedding model a collection is bound to."""
+
     id: str
     revision: str
     weights_sha256: str
     dimension: int
 
     def label(self) -> str:
-        return f"{self.id}@{self.revision or '?'} ({self.dimension}-d)"
+        name = f"{self.id}@{self.revision}" if self.revision else self.id
+        return f"{name} ({self.dimension}-d)"
+
+    def matches(self, other: ModelRecord) -> bool:
+        """Same model for search purposes: id, revision and dimension agree."""
+        return (self.id, self.revision, self.dimension) == (
+            other.id,
+            other.revision,
+            other.dimension,
+        )
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One search result: the chunk's stored fields and its score (higher is better)."""
+
     fields: dict[str, Any]
     score: float
 
 
-def escape(value: str) -> str:
-    """A string literal for a Milvus filter expression."""
-    return json.dumps(value)
+@dataclass
+class DocumentSummary:
+    """What the store knows about one document."""
+
+    doc_id: str
+    doc_hash: str
+    chunk_count: int
+    title: str
+    source: str
+
+
+# Filter expressions --------------------------------------------------------------
+
+
+def string_literal(value: str) -> str:
+    """A Milvus filter string literal; quotes and backslashes cannot end it early."""
+    escaped = (
+        value.replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+        .replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
+
+
+def in_list(field: str, values: Iterable[str]) -> str:
+    return f"{field} in [{', '.join(string_literal(v) for v in sorted(set(values)))}]"
+
+
+def filter_expression(doc_ids: Sequence[str] = (), source_prefix: str = "") -> str:
+    """The filter for "only these documents" and "source starts with"; "" matches all."""
+    parts = []
+    if doc_ids:
+        parts.append(in_list("doc_id", doc_ids))
+    if source_prefix:
+        # A range, not LIKE: Milvus Lite ignores LIKE escapes on unflushed rows, so a
+        # prefix holding _ or % would match other sources there.
+        parts.append(f"source >= {string_literal(source_prefix)}")
+        upper = _prefix_upper_bound(source_prefix)
+        if upper is not None:
+            parts.append(f"source < {string_literal(upper)}")
+    return " and ".join(parts)
+
+
+def _prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string above every string that starts with prefix (code point order,
+    which is also UTF-8 byte order); None if there is none."""
+    for i in range(len(prefix) - 1, -1, -1):
+        code = ord(prefix[i]) + 1
+        if code <= 0x10FFFF:
+            if 0xD800 <= code <= 0xDFFF:
+                code = 0xE000  # skip the surrogates, which are not characters
+            return prefix[:i] + chr(code)
+    return None
+
+
+# The store -----------------------------------------------------------------------
 
 
 class MilvusStore:
+    """Collections bound to one embedding model, holding chunk rows; dense, BM25 and
+    hybrid search."""
+
     def __init__(self, uri: str, token: str, timeout_s: float, threads: int = 4) -> None:
-        self._uri = uri
+        self.uri = uri
         self._token = token
         self._timeout = timeout_s
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="milvus")
         self._client: MilvusClient | None = None
-        self._models: dict[str, ModelRecord] = {}
+        self._connect_lock = threading.Lock()
+        self._create_lock = asyncio.Lock()
+        self._write_locks: dict[str, asyncio.Lock] = {}
 
-    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        def call() -> T:
-            return fn(self._connected(), *args, **kwargs)
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
-        except MilvusException as exc:
-            raise _unavailable(self._uri, exc) from None
-
-    def _connected(self) -> MilvusClient:
-        if self._client is None:
-            try:
-                self._client = MilvusClient(uri=self._uri, token=self._token, timeout=self._timeout)
-            except MilvusException as exc:
-                raise _unavailable(self._uri, exc) from None
-        return self._client
+    # Connection and error mapping
 
     async def start(self) -> None:
-        """Connects and loads every collection (Milvus Lite reopens them unloaded)."""
-        names = await self._run(lambda c: c.list_collections(timeout=self._timeout))
-        for name in names:
-            await self._run(lambda c, n=name: c.load_collection(n, timeout=self._timeout))
-        log.info("connected to Milvus at %s, loaded %d collections", self._uri, len(names))
+        """Connects and loads every collection; if Milvus is down, RPCs report UNAVAILABLE
+        and the connection is retried on the next call."""
+        route_pymilvus_logs()
+        try:
+            await self._call("connect", lambda c: None)
+        except Unavailable as exc:
+            log.warning("%s; will retry on the first request", exc)
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._pool.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._disconnect)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _disconnect(self) -> None:
+        with self._connect_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _connected(self) -> MilvusClient:
+        """The client, connecting first if needed; every collection is loaded on connect
+        because Milvus Lite reopens collections released."""
+        with self._connect_lock:
+            if self._client is None:
+                client = MilvusClient(uri=self.uri, token=self._token, timeout=self._timeout)
+                try:
+                    loaded = self._load_all(client)
+                except BaseException:
+                    client.close()
+                    raise
+                log.info("connected to Milvus at %s, loaded %d collections", self.uri, loaded)
+                self._client = client
+            return self._client
+
+    def _load_all(self, client: MilvusClient) -> int:
+        names = client.list_collections(timeout=self._timeout)
+        for name in names:
+            try:
+                client.load_collection(name, timeout=self._timeout)
+            except MilvusException as exc:
+                if _unreachable(exc):
+                    raise
+                # One broken collection must not take the others down; a search on it
+                # retries the load (see _call).
+                log.warning("cannot load collection %r: %s", name, exc.message)
+        return len(names)
+
+    async def _call(
+        self, what: str, fn: Callable[[MilvusClient], T], collection: str | None = None
+    ) -> T:
+        """Runs fn(client) in the pool. Rides out a short outage (Milvus restarting) and
+        loads a collection Milvus reports released, then retries."""
+        loop = asyncio.get_running_loop()
+        give_up = time.monotonic() + min(self._timeout, RECONNECT_WINDOW_S)
+        pause, load_first = 0.2, False
+        while True:
+            load = collection if load_first else None
+            try:
+                return await loop.run_in_executor(self._pool, self._attempt, fn, load)
+            except MilvusException as exc:
+                if exc.code == COLLECTION_NOT_LOADED and collection and not load_first:
+                    # Milvus restarted under us; Milvus Lite reopens collections released.
+                    log.info("collection %r was released; loading it", collection)
+                    load_first = True
+                    continue
+                if _unreachable(exc) and time.monotonic() + pause < give_up:
+                    await asyncio.sleep(pause)
+                    pause *= 2
+                    continue
+                raise self._translate(exc, what, collection) from None
+
+    def _attempt(self, fn: Callable[[MilvusClient], T], load: str | None) -> T:
+        client = self._connected()
+        if load is not None:
+            client.load_collection(load, timeout=self._timeout)
+        return fn(client)
+
+    def _translate(self, exc: MilvusException, what: str, collection: str | None) -> RagplaneError:
+        code, message = exc.code, exc.message or type(exc).__name__
+        if code == COLLECTION_NOT_FOUND and collection is not None:
+            return missing(collection)
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return DeadlineExceeded(
+                f"Milvus at {self.uri} did not finish {what} within {self._timeout:g} s"
+            )
+        if _unreachable(exc):
+            error: RagplaneError = Unavailable(
+                f"Milvus at {self.uri} is unreachable ({what}): {message}"
+            )
+        else:
+            error = RagplaneError(f"Milvus at {self.uri} refused {what}: {message}")
+        log.warning("%s", error)
+        return error
+
+    # Collections
 
     async def model_of(self, collection: str) -> ModelRecord:
-        """The model a collection was created with; NOT_FOUND if there is no such collection."""
-        if collection in self._models:
-            return self._models[collection]
-
-        def describe(c: MilvusClient) -> dict[str, Any] | None:
-            if not c.has_collection(collection, timeout=self._timeout):
-                return None
-            return c.describe_collection(collection, timeout=self._timeout)
-
-        described = await self._run(describe)
-        if described is None:
-            raise NotFound(f"collection {collection!r} does not exist")
+        """The model a collection is bound to; NOT_FOUND if it does not exist."""
+        described = await self._call(
+            f"describe of {collection!r}",
+            lambda c: c.describe_collection(collection, timeout=self._timeout),
+            collection,
+        )
         raw = described.get("properties", {}).get(MODEL_PROPERTY)
-        if raw is None:
-            raise NotFound(f"collection {collection!r} was not created by ragplane")
-        record = ModelRecord(**json.loads(raw))
-        self._models[collection] = record
-        return record
+        if not raw:
+            raise FailedPrecondition(
+                f"collection '{collection}' was not created by ragplane "
+                "(it records no embedding model)"
+            )
+        return ModelRecord(**json.loads(raw))
 
-    async def create(self, collection: str, model: ModelRecord) -> None:
-        def create(c: MilvusClient) -> None:
-            schema = c.create_schema(auto_id=False)
-            schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-            for name in ("doc_id", "title", "source", "section"):
-                schema.add_field(name, DataType.VARCHAR, max_length=2048)
-            for name in ("doc_hash", "content_hash"):
-                schema.add_field(name, DataType.VARCHAR, max_length=64)
-            schema.add_field("position", DataType.INT64)
-            schema.add_field(
-                "text",
-                DataType.VARCHAR,
-                max_length=MAX_TEXT_CHARS,
-                enable_analyzer=True,
-                analyzer_params=TEXT_ANALYZER,
-            )
-            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
-            schema.add_field("dense", DataType.FLOAT_VECTOR, dim=model.dimension)
-            schema.add_function(
-                Function(
-                    name="text_bm25",
-                    function_type=FunctionType.BM25,
-                    input_field_names=["text"],
-                    output_field_names=["sparse"],
-                )
-            )
-            index = c.prepare_index_params()
-            index.add_index("dense", index_type="AUTOINDEX", metric_type="COSINE")
-            index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    async def create_collection(self, collection: str, model: ModelRecord) -> bool:
+        """Creates the collection bound to `model`; False if it already exists."""
+
+        def create(c: MilvusClient) -> bool:
+            if c.has_collection(collection, timeout=self._timeout):
+                return False
             c.create_collection(
                 collection,
-                schema=schema,
-                index_params=index,
-                properties={MODEL_PROPERTY: json.dumps(model.__dict__)},
+                schema=_schema(c, model.dimension),
+                index_params=_index_params(c),
+                # Strong: a chunk is searchable, and listed, as soon as Upsert returns.
+                consistency_level="Strong",
+                properties={
+                    MODEL_PROPERTY: json.dumps(asdict(model)),
+                    SCHEMA_PROPERTY: SCHEMA_VERSION,
+                },
                 timeout=self._timeout,
             )
             c.load_collection(collection, timeout=self._timeout)
+            return True
 
-        await self._run(create)
-        self._models[collection] = model
+        async with self._create_lock:
+            return await self._call(f"create of {collection!r}", create, collection)
 
-    async def exists(self, collection: str) -> bool:
-        return await self._run(lambda c: c.has_collection(collection, timeout=self._timeout))
+    async def drop_collection(self, collection: str) -> None:
+        """Drops a collection and its chunks; NOT_FOUND if it does not exist."""
 
-    async def drop(self, collection: str) -> None:
-        await self.model_of(collection)
-        await self._run(lambda c: c.drop_collection(collection, timeout=self._timeout))
-        self._models.pop(collection, None)
+        def drop(c: MilvusClient) -> None:
+            if not c.has_collection(collection, timeout=self._timeout):
+                raise MilvusException(COLLECTION_NOT_FOUND, "no such collection")
+            c.drop_collection(collection, timeout=self._timeout)
+
+        async with self._create_lock, self._write_lock(collection):
+            await self._call(f"drop of {collection!r}", drop, collection)
+        self._write_locks.pop(collection, None)
 
     async def count(self, collection: str) -> int:
-        rows = await self._run(
+        """How many chunks a collection holds."""
+        rows = await self._call(
+            f"count of {collection!r}",
             lambda c: c.query(
                 collection, filter="", output_fields=["count(*)"], timeout=self._timeout
-            )
+            ),
+            collection,
         )
         return int(rows[0]["count(*)"])
 
-    async def chunk_ids(self, collection: str, doc_id: str) -> set[str]:
-        rows = await self.query(collection, f"doc_id == {escape(doc_id)}", ["id"])
-        return {r["id"] for r in rows}
+    # Documents
 
-    async def query(
+    async def documents(
+        self, collection: str, doc_ids: Sequence[str] = ()
+    ) -> list[DocumentSummary]:
+        """The named documents that have chunks (all documents if none are named)."""
+        expr = filter_expression(doc_ids) or 'id != ""'
+        rows = await self._rows(collection, expr, ["doc_id", "doc_hash", "title", "source"])
+        found: dict[str, DocumentSummary] = {}
+        for row in rows:
+            doc = found.get(row["doc_id"])
+            if doc is None:
+                found[row["doc_id"]] = DocumentSummary(
+                    row["doc_id"], row["doc_hash"], 1, row["title"], row["source"]
+                )
+                continue
+            doc.chunk_count += 1
+            if doc.doc_hash != row["doc_hash"]:
+                # Chunks from two versions: an interrupted write. An empty hash makes the
+                # indexer treat the document as changed and rewrite it.
+                doc.doc_hash = ""
+        return sorted(found.values(), key=lambda d: d.doc_id)
+
+    async def replace_document(
+        self, collection: str, doc_id: str, rows: list[dict[str, Any]]
+    ) -> tuple[int, int]:
+        """Makes `rows` the document's only chunks: writes them first, then deletes the
+        document's other chunks, so readers never see it without chunks.
+        Returns (chunks written, chunks deleted)."""
+        async with self._write_lock(collection):
+            for start in range(0, len(rows), WRITE_BATCH_ROWS):
+                await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
+            stored = await self._chunk_ids(collection, doc_id)
+            stale = stored - {row["id"] for row in rows}
+            await self._delete_ids(collection, stale)
+        return len(rows), len(stale)
+
+    async def delete_document(self, collection: str, doc_id: str) -> int:
+        """Deletes every chunk of a document; returns how many there were."""
+        async with self._write_lock(collection):
+            ids = await self._chunk_ids(collection, doc_id)
+            await self._delete_ids(collection, ids)
+        return len(ids)
+
+    async def _chunk_ids(self, collection: str, doc_id: str) -> set[str]:
+        rows = await self._rows(collection, filter_expression([doc_id]), ["id"])
+        return {row["id"] for row in rows}
+
+    async def _delete_ids(self, collection: str, ids: set[str]) -> None:
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), WRITE_BATCH_ROWS):
+            await self._delete_batch(collection, ordered[start : start + WRITE_BATCH_ROWS])
+
+    async def _upsert_batch(self, collection: str, rows: list[dict[str, Any]]) -> None:
+        await self._call(
+            f"upsert into {collection!r}",
+            lambda c: c.upsert(collection, rows, timeout=self._timeout),
+            collection,
+        )
+
+    async def _delete_batch(self, collection: str, ids: list[str]) -> None:
+        expr = in_list("id", ids)
+        await self._call(
+            f"delete from {collection!r}",
+            lambda c: c.delete(collection, filter=expr, timeout=self._timeout),
+            collection,
+        )
+
+    async def _rows(
         self, collection: str, expr: str, fields: Sequence[str]
     ) -> list[dict[str, Any]]:
-        """Every row matching expr, paged so it works past Milvus' per-query limit."""
+        """Every row matching expr, paged with an iterator (plain queries stop at 16384)."""
 
         def page_through(c: MilvusClient) -> list[dict[str, Any]]:
             iterator = c.query_iterator(
                 collection,
-                batch_size=QUERY_PAGE,
+                batch_size=QUERY_PAGE_ROWS,
                 filter=expr,
                 output_fields=list(fields),
                 timeout=self._timeout,
@@ -210,14 +442,13 @@ class MilvusStore:
                 iterator.close()
             return rows
 
-        return await self._run(page_through)
+        return await self._call(f"query of {collection!r}", page_through, collection)
 
-    async def upsert(self, collection: str, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            await self._run(lambda c: c.upsert(collection, rows, timeout=self._timeout))
+    def _write_lock(self, collection: str) -> asyncio.Lock:
+        # Writes to one collection are serialized so "which chunks are stale" is exact.
+        return self._write_locks.setdefault(collection, asyncio.Lock())
 
-    async def delete(self, collection: str, expr: str) -> None:
-        await self._run(lambda c: c.delete(collection, filter=expr, timeout=self._timeout))
+    # Search
 
     async def search(
         self,
@@ -225,57 +456,141 @@ class MilvusStore:
         *,
         vector: list[float] | None,
         text: str | None,
-        expr: str,
+        filter_expr: str,
         limit: int,
     ) -> list[Hit]:
-        """Dense if only a vector, BM25 if only text, both fused with RRF if both."""
-        requests = []
+        """Dense (COSINE) with only a vector, BM25 with only text, both fused with
+        RRF(60) with both."""
+        if vector is not None and text is not None:
+            return await self._hybrid(collection, vector, text, filter_expr, limit)
         if vector is not None:
-            requests.append(
-                AnnSearchRequest(
-                    data=[vector],
-                    anns_field="dense",
-                    param={"metric_type": "COSINE"},
-                    limit=limit,
-                    expr=expr,
-                )
-            )
+            return await self._single(collection, DENSE_FIELD, vector, "COSINE", filter_expr, limit)
         if text is not None:
-            requests.append(
-                AnnSearchRequest(
-                    data=[text],
-                    anns_field="sparse",
-                    param={"metric_type": "BM25"},
-                    limit=limit,
-                    expr=expr,
-                )
-            )
+            hits = await self._single(collection, SPARSE_FIELD, text, "BM25", filter_expr, limit)
+            # BM25 is never negative; Milvus Lite reports it negated.
+            return [Hit(h.fields, abs(h.score)) for h in hits]
+        raise ValueError("search needs a vector, a text or both")
 
-        def search(c: MilvusClient) -> list[Any]:
-            if len(requests) == 1:
-                r = requests[0]
-                return c.search(
-                    collection,
-                    data=r.data,
-                    anns_field=r.anns_field,
-                    search_params=r.param,
-                    filter=expr,
-                    limit=limit,
-                    output_fields=CHUNK_FIELDS,
-                    timeout=self._timeout,
-                )[0]
-            return c.hybrid_search(
+    async def _single(
+        self, collection: str, field: str, query: Any, metric: str, expr: str, limit: int
+    ) -> list[Hit]:
+        results = await self._call(
+            f"search of {collection!r}",
+            lambda c: c.search(
                 collection,
-                requests,
-                ranker=RRFRanker(60),
+                data=[query],
+                anns_field=field,
+                search_params={"metric_type": metric},
+                filter=expr,
                 limit=limit,
                 output_fields=CHUNK_FIELDS,
                 timeout=self._timeout,
-            )[0]
+            ),
+            collection,
+        )
+        return _hits(results)
 
-        hits = await self._run(search)
-        return [Hit(fields=dict(h["entity"], id=h["id"]), score=float(h["distance"])) for h in hits]
+    async def _hybrid(
+        self, collection: str, vector: list[float], text: str, expr: str, limit: int
+    ) -> list[Hit]:
+        # Each side brings more candidates than asked for, so fusion has something to fuse.
+        candidates = max(limit * 3, 20)
+        requests = [
+            AnnSearchRequest(
+                data=[vector],
+                anns_field=DENSE_FIELD,
+                param={"metric_type": "COSINE"},
+                limit=candidates,
+                expr=expr or None,
+            ),
+            AnnSearchRequest(
+                data=[text],
+                anns_field=SPARSE_FIELD,
+                param={"metric_type": "BM25"},
+                limit=candidates,
+                expr=expr or None,
+            ),
+        ]
+        results = await self._call(
+            f"hybrid search of {collection!r}",
+            lambda c: c.hybrid_search(
+                collection,
+                requests,
+                ranker=RRFRanker(RRF_K),
+                limit=limit,
+                output_fields=CHUNK_FIELDS,
+                timeout=self._timeout,
+            ),
+            collection,
+        )
+        return _hits(results)
 
 
-def _unavailable(uri: str, exc: MilvusException) -> Exception:
-    return Unavailable(f"Milvus at {uri} failed: {exc.message if hasattr(exc, 'message') else exc}")
+def route_pymilvus_logs() -> None:
+    """pymilvus prints plain-text lines on its own handlers, with a traceback for every
+    failed call (a missing collection included). Send its warnings through the service's
+    JSON logs instead, minus the ones the store reports itself (see _translate)."""
+    for name in ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+    logging.getLogger("pymilvus").setLevel(logging.WARNING)
+    for name in (
+        "pymilvus.decorators",  # every failed call, expected ones too
+        "pymilvus.client.connection_manager",  # each failed reconnect while Milvus is down
+        "pymilvus.client.iterator.query_iterator",  # Milvus Lite has no session timestamps
+    ):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _unreachable(exc: MilvusException) -> bool:
+    """Connection-level failures: Milvus down, restarting or unreachable."""
+    return exc.code in (CONNECT_FAILED, grpc.StatusCode.UNAVAILABLE)
+
+
+def missing(collection: str) -> NotFound:
+    return NotFound(f"collection '{collection}' does not exist")
+
+
+def _hits(results: Any) -> list[Hit]:
+    if not results:
+        return []
+    return [
+        Hit(fields={**hit["entity"], "id": hit["id"]}, score=float(hit["distance"]))
+        for hit in results[0]
+    ]
+
+
+def _schema(client: MilvusClient, dimension: int) -> Any:
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_BYTES["id"])
+    for name in ("doc_id", "doc_hash", "title", "source", "section", "content_hash"):
+        schema.add_field(name, DataType.VARCHAR, max_length=MAX_BYTES[name])
+    schema.add_field("position", DataType.INT64)
+    schema.add_field(
+        "text",
+        DataType.VARCHAR,
+        max_length=MAX_BYTES["text"],
+        enable_analyzer=True,
+        analyzer_params=TEXT_ANALYZER,
+    )
+    schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+    schema.add_function(
+        Function(
+            name="text_bm25",
+            function_type=FunctionType.BM25,
+            input_field_names=["text"],
+            output_field_names=[SPARSE_FIELD],
+        )
+    )
+    return schema
+
+
+def _index_params(client: MilvusClient) -> Any:
+    index = client.prepare_index_params()
+    index.add_index(DENSE_FIELD, index_type="AUTOINDEX", metric_type="COSINE")
+    index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    # doc_id filters run on every upsert and delete.
+    index.add_index("doc_id", index_type="INVERTED")
+    return index

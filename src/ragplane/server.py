@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import grpc
@@ -186,7 +186,7 @@ async def serve(
     log.info("%s stopped", name)
 
 
-def run_service(name: str, start: Callable[[], Awaitable[None]]) -> None:
+def run_service(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """A service's main(): telemetry first, then `start`; bad config exits 2 with its message."""
     telemetry.setup_telemetry(name)
     try:
