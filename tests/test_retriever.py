@@ -228,6 +228,14 @@ def chunk_of(doc_id: str, position: int) -> retriever_pb2.IndexedChunk:
     return document(doc_id, CORPUS[doc_id]).chunks[position]
 
 
+def chunk_vector(chunk_id: str) -> list[float]:
+    for doc_id, texts in CORPUS.items():
+        for indexed in document(doc_id, texts).chunks:
+            if indexed.chunk.id == chunk_id:
+                return list(indexed.vector)
+    raise KeyError(chunk_id)
+
+
 async def search(stub, collection: str = "pg", **fields) -> list[common_pb2.ScoredChunk]:
     reply = await stub.Search(
         retriever_pb2.SearchRequest(
@@ -395,6 +403,22 @@ async def test_hybrid_fuses_dense_and_keyword_and_is_the_default(retriever, pg):
     # Reciprocal rank fusion: the keyword match also ranks somewhere in the dense list.
     assert rankings[0][:2] == [named.chunk.id, near.chunk.id]
     assert rankings[0] == rankings[1]
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [common_pb2.SEARCH_MODE_DENSE, common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID],
+)
+async def test_relevance_is_the_query_chunk_cosine_in_every_mode(retriever, pg, mode):
+    target = chunk_of("pg/replication.md", 0)
+    hits = await search(
+        retriever, query_vector=target.vector, query_text="max_wal_senders", mode=mode, top_k=5
+    )
+    by_id = {h.chunk.id: h for h in hits}
+    assert by_id[target.chunk.id].relevance == pytest.approx(1.0, abs=1e-4)
+    for hit in hits:
+        expected = float(np.dot(target.vector, chunk_vector(hit.chunk.id)))
+        assert hit.relevance == pytest.approx(expected, abs=1e-4)
 
 
 async def test_top_k_defaults_to_five(retriever, pg):

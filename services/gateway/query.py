@@ -26,7 +26,7 @@ class QuerySettings:
     top_k: int
     max_tokens: int
     mode: int  # common_pb2.SearchMode
-    # Dense cosine similarity below which a chunk is not relevant (dense mode only).
+    # Query-chunk cosine similarity below which nothing retrieved counts as relevant.
     min_relevance: float
 
 
@@ -67,7 +67,7 @@ class QueryPipeline:
                 ),
                 timeout=deadline(context, self._timeouts.retrieve),
             )
-            relevant = self._relevant(found.hits, mode)
+            relevant = self._relevant(found.hits)
             span.set_attributes(
                 {"ragplane.hits": len(found.hits), "ragplane.relevant": len(relevant)}
             )
@@ -134,12 +134,16 @@ class QueryPipeline:
             raise InvalidArgument(f"top_k is {top_k}; the limit is {MAX_TOP_K}")
         return question, top_k, request.max_tokens or self._settings.max_tokens
 
-    def _relevant(
-        self, hits: Sequence[common_pb2.ScoredChunk], mode: int
-    ) -> list[common_pb2.ScoredChunk]:
-        if mode != common_pb2.SEARCH_MODE_DENSE:
-            return list(hits)
-        return [h for h in hits if h.score >= self._settings.min_relevance]
+    def _relevant(self, hits: Sequence[common_pb2.ScoredChunk]) -> list[common_pb2.ScoredChunk]:
+        """All hits, in rank order, if the best of them is relevant; none otherwise.
+
+        Relevance is the query-chunk cosine whatever the mode: one calibrated scale. A
+        question whose best chunk is below it is one the corpus does not answer, and the
+        generator is not asked (a small model answers anyway, from junk).
+        """
+        if not hits or max(h.relevance for h in hits) < self._settings.min_relevance:
+            return []
+        return list(hits)
 
     async def _fit(
         self, question: str, hits: list[common_pb2.ScoredChunk], max_tokens: int, context

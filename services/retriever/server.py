@@ -144,16 +144,21 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         if uses_vector and not request.query_vector:
             raise InvalidArgument(f"query_vector is required in {_mode_name(mode)} mode")
         expr = _filter(request.filter)
-        if uses_vector or request.model.id:
+        if request.query_vector or request.model.id:
             model = await self._bound_model(name, request.model, "query")
         else:
             model = await self._store.model_of(name)
-        vector = (
-            _vector(request.query_vector, model.dimension, "query_vector") if uses_vector else None
+        query = (
+            _vector(request.query_vector, model.dimension, "query_vector")
+            if request.query_vector
+            else None
         )
-        hits, seconds = await self._timed_search(name, mode, top_k, vector, text, expr)
+        hits, seconds = await self._timed_search(
+            name, mode, top_k, query if uses_vector else None, text, expr, query
+        )
         return retriever_pb2.SearchResponse(
-            hits=[_scored(h) for h in hits], timing=common_pb2.Timing(compute_ms=seconds * 1000)
+            hits=[_scored(h, query, mode) for h in hits],
+            timing=common_pb2.Timing(compute_ms=seconds * 1000),
         )
 
     async def _timed_search(
@@ -164,6 +169,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         vector: list[float] | None,
         text: str | None,
         expr: str,
+        relevance_to: list[float] | None,
     ) -> tuple[list[Hit], float]:
         started = time.perf_counter()
         with tracer.start_as_current_span("milvus search") as span:
@@ -174,8 +180,14 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                     "ragplane.top_k": top_k,
                 }
             )
+            # Dense scores are the cosine already; other modes fetch the chunk vectors.
             hits = await self._store.search(
-                name, vector=vector, text=text, filter_expr=expr, limit=top_k
+                name,
+                vector=vector,
+                text=text,
+                filter_expr=expr,
+                limit=top_k,
+                with_vectors=relevance_to is not None and mode != common_pb2.SEARCH_MODE_DENSE,
             )
             span.set_attribute("ragplane.hits", len(hits))
         seconds = time.perf_counter() - started
@@ -347,7 +359,20 @@ def _stored(doc: DocumentSummary) -> retriever_pb2.StoredDocument:
     )
 
 
-def _scored(hit: Hit) -> common_pb2.ScoredChunk:
+def _relevance(hit: Hit, query: list[float] | None, mode: int) -> float:
+    """Cosine of query and chunk; the embedder's vectors are unit length."""
+    if query is None:
+        return 0.0
+    if mode == common_pb2.SEARCH_MODE_DENSE:
+        return hit.score
+    return float(
+        np.dot(
+            np.asarray(query, dtype=np.float32), np.asarray(hit.fields["dense"], dtype=np.float32)
+        )
+    )
+
+
+def _scored(hit: Hit, query: list[float] | None, mode: int) -> common_pb2.ScoredChunk:
     f = hit.fields
     chunk = common_pb2.Chunk(
         id=f["id"],
@@ -360,7 +385,9 @@ def _scored(hit: Hit) -> common_pb2.ScoredChunk:
         text=f["text"],
         doc_hash=f["doc_hash"],
     )
-    return common_pb2.ScoredChunk(chunk=chunk, score=hit.score)
+    return common_pb2.ScoredChunk(
+        chunk=chunk, score=hit.score, relevance=_relevance(hit, query, mode)
+    )
 
 
 # Entry point ----------------------------------------------------------------------

@@ -458,21 +458,34 @@ class MilvusStore:
         text: str | None,
         filter_expr: str,
         limit: int,
+        with_vectors: bool = False,
     ) -> list[Hit]:
         """Dense (COSINE) with only a vector, BM25 with only text, both fused with
-        RRF(60) with both."""
+        RRF(60) with both. `with_vectors` adds each chunk's dense vector to its fields."""
+        fields = [*CHUNK_FIELDS, DENSE_FIELD] if with_vectors else CHUNK_FIELDS
         if vector is not None and text is not None:
-            return await self._hybrid(collection, vector, text, filter_expr, limit)
+            return await self._hybrid(collection, vector, text, filter_expr, limit, fields)
         if vector is not None:
-            return await self._single(collection, DENSE_FIELD, vector, "COSINE", filter_expr, limit)
+            return await self._single(
+                collection, DENSE_FIELD, vector, "COSINE", filter_expr, limit, fields
+            )
         if text is not None:
-            hits = await self._single(collection, SPARSE_FIELD, text, "BM25", filter_expr, limit)
+            hits = await self._single(
+                collection, SPARSE_FIELD, text, "BM25", filter_expr, limit, fields
+            )
             # BM25 is never negative; Milvus Lite reports it negated.
             return [Hit(h.fields, abs(h.score)) for h in hits]
         raise ValueError("search needs a vector, a text or both")
 
     async def _single(
-        self, collection: str, field: str, query: Any, metric: str, expr: str, limit: int
+        self,
+        collection: str,
+        field: str,
+        query: Any,
+        metric: str,
+        expr: str,
+        limit: int,
+        fields: list[str],
     ) -> list[Hit]:
         results = await self._call(
             f"search of {collection!r}",
@@ -483,7 +496,7 @@ class MilvusStore:
                 search_params={"metric_type": metric},
                 filter=expr,
                 limit=limit,
-                output_fields=CHUNK_FIELDS,
+                output_fields=fields,
                 timeout=self._timeout,
             ),
             collection,
@@ -491,7 +504,13 @@ class MilvusStore:
         return _hits(results)
 
     async def _hybrid(
-        self, collection: str, vector: list[float], text: str, expr: str, limit: int
+        self,
+        collection: str,
+        vector: list[float],
+        text: str,
+        expr: str,
+        limit: int,
+        fields: list[str],
     ) -> list[Hit]:
         # Each side brings more candidates than asked for, so fusion has something to fuse.
         candidates = max(limit * 3, 20)
@@ -518,7 +537,7 @@ class MilvusStore:
                 requests,
                 ranker=RRFRanker(RRF_K),
                 limit=limit,
-                output_fields=CHUNK_FIELDS,
+                output_fields=fields,
                 timeout=self._timeout,
             ),
             collection,

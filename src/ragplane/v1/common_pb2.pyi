@@ -78,12 +78,14 @@ class MetadataFilter(_message.Message):
     def __init__(self, doc_ids: _Optional[_Iterable[str]] = ..., source_prefix: _Optional[str] = ...) -> None: ...
 
 class ScoredChunk(_message.Message):
-    __slots__ = ("chunk", "score")
+    __slots__ = ("chunk", "score", "relevance")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_FIELD_NUMBER: _ClassVar[int]
     chunk: Chunk
     score: float
-    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    relevance: float
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., score: _Optional[float] = ..., relevance: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens")
