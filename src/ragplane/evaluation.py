@@ -100,7 +100,8 @@ class Evaluator:
         self._gateway = gateway_pb2_grpc.GatewayServiceStub(channels["gateway"])
         self._collection = collection
 
-    async def rank(self, question: str, mode: int) -> list[str]:
+    async def rank(self, question: str, mode: int) -> tuple[list[str], float]:
+        """Documents in rank order, and the best query-chunk relevance among the hits."""
         embedded = await self._embedder.Embed(
             embedder_pb2.EmbedRequest(texts=[question]), timeout=TIMEOUT_S
         )
@@ -115,7 +116,8 @@ class Evaluator:
             ),
             timeout=TIMEOUT_S,
         )
-        return ranked_documents(list(found.hits))
+        best = max((h.relevance for h in found.hits), default=0.0)
+        return ranked_documents(list(found.hits)), best
 
     async def answer(self, question: str, mode: int) -> gateway_pb2.AskUnaryResponse:
         return await self._gateway.AskUnary(
@@ -145,8 +147,8 @@ class Evaluator:
 
     async def _one(self, q: Question, mode: int, k: int, answers: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"id": q.id, "kind": q.kind, "answerable": q.answerable}
+        ranked, row["best_relevance"] = await self.rank(q.question, mode)
         if q.answerable:
-            ranked = await self.rank(q.question, mode)
             row["recall"] = recall_at(ranked, q.relevant, k)
             row["rr"] = reciprocal_rank(ranked, q.relevant)
             row["ndcg"] = ndcg_at(ranked, q.relevant)
@@ -185,8 +187,9 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
             for group in [[r for r in answerable if r["kind"] == kind]]
         },
     }
+    unanswerable = [r for r in rows if not r["answerable"]]
+    summary["relevance_threshold_sweep"] = sweep(answerable, unanswerable)
     if answers:
-        unanswerable = [r for r in rows if not r["answerable"]]
         summary["answer_accuracy"] = _mean([float(r["correct"]) for r in answerable])
         summary["false_abstention_rate"] = _mean([float(r["abstained"]) for r in answerable])
         summary["abstention_accuracy"] = _mean([float(r["abstained"]) for r in unanswerable])
@@ -195,6 +198,26 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
             for stage in rows[0]["timings"]
         }
     return summary
+
+
+def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) -> list[dict]:
+    """For each threshold on the best hit's relevance: how many unanswerable questions it
+    turns away (abstention) and how many answerable ones it wrongly turns away."""
+    rows = []
+    for step in range(10, 71, 5):
+        t = step / 100
+        rows.append(
+            {
+                "threshold": t,
+                "abstention_accuracy": _mean(
+                    [float(r["best_relevance"] < t) for r in unanswerable]
+                ),
+                "false_abstention_rate": _mean(
+                    [float(r["best_relevance"] < t) for r in answerable]
+                ),
+            }
+        )
+    return rows
 
 
 def format_table(report: dict[str, Any]) -> str:
