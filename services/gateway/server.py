@@ -57,7 +57,7 @@ class GatewaySettings:
                 top_k=env_int("RAGPLANE_GATEWAY_TOP_K", 3, minimum=1, maximum=50),
                 max_tokens=env_int("RAGPLANE_GATEWAY_MAX_TOKENS", 256, minimum=1),
                 mode=SEARCH_MODES[
-                    env_choice("RAGPLANE_GATEWAY_SEARCH_MODE", "dense", tuple(SEARCH_MODES))
+                    env_choice("RAGPLANE_GATEWAY_SEARCH_MODE", "hybrid", tuple(SEARCH_MODES))
                 ],
                 min_relevance=env_float("RAGPLANE_GATEWAY_MIN_RELEVANCE", 0.35),
             ),
