@@ -15,7 +15,7 @@ import httpx
 
 from bench.harness import Bench, free_port
 from ragplane.generator import openai_server
-from ragplane.generator.model import ensure_converted
+from ragplane.generator.model import ensure_hf_model
 from ragplane.v1 import generator_pb2, generator_pb2_grpc
 
 MESSAGES = [
@@ -85,7 +85,7 @@ async def run(bench: Bench) -> dict[str, Any]:
         # The smoke run checks the service side only: a second engine costs a minute.
         single = await streams(lambda: via_service(stub, max_tokens), 1)
         return {"what": "generator service, one stream (smoke: no baseline)", "service": single}
-    folder = await asyncio.to_thread(ensure_converted, bench.layout.state_dir)
+    folder = await asyncio.to_thread(ensure_hf_model, bench.layout.state_dir)
     port, logs = free_port(), Path(tempfile.mkdtemp(prefix="bench-vllm-"))
     proc = openai_server.start(folder, port, bench.layout.state_dir, logs / "vllm.log")
     try:

@@ -19,9 +19,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports: all sockets stay open until every port is picked."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def shared_model_cache() -> Path:
@@ -71,10 +81,11 @@ async def running_stack(
     exporting their spans to the in-test OTLP receiver."""
     state = tmp_path_factory.mktemp("stack")
     (state / "models").symlink_to(shared_model_cache() / "models", target_is_directory=True)
+    ports = free_ports(9)
     layout = stack.StackLayout(
         state_dir=state,
-        ports={name: free_port() for name in ("milvus", *stack.SERVICES)},
-        metrics_ports={name: free_port() for name in stack.SERVICES},
+        ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
+        metrics_ports=dict(zip(stack.SERVICES, ports[5:], strict=True)),
     )
     telemetry_env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{span_sink[1]}",

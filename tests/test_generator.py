@@ -1,204 +1,450 @@
-"""The generator over gRPC: vLLM in-process (from the stack) and the OpenAI-compatible
-backend against vLLM's own OpenAI server started from the same package."""
+"""The generator as a product backend sees it: real processes on free ports, driven over
+gRPC. One generator runs vLLM in-process; a second one talks to vLLM's own
+OpenAI-compatible server, started from the same package on the same converted model."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
-from ragplane import stack
 from ragplane.errors import ConfigError
 from ragplane.generator import openai_server
-from ragplane.generator.backends import vllm_environment
-from ragplane.generator.model import MODEL_ID, ensure_converted
+from ragplane.generator.model import (
+    MANIFEST,
+    MODEL_ID,
+    REVISION,
+    WEIGHTS,
+    ensure_hf_model,
+    mounted_model,
+    sha256_file,
+    verify,
+)
+from ragplane.generator.server import GeneratorSettings
+from ragplane.server import channel_options
+from ragplane.stack import health_status, stop_process_tree
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
-from .conftest import free_port, shared_model_cache
-
 pytestmark = pytest.mark.integration
-T = 120
+
+ROOT = Path(__file__).resolve().parents[1]
+START_S = 600  # vLLM takes 25-60 s on 2 idle cores, minutes when others share them
+T = 120  # deadline of one call
+CONTEXT = 2048
+ChatMessage = generator_pb2.ChatMessage
 GROUNDED = [
-    generator_pb2.ChatMessage(role="system", content="Answer the question using only the context."),
-    generator_pb2.ChatMessage(
+    ChatMessage(role="system", content="Answer the question using only the context."),
+    ChatMessage(
         role="user",
-        content="Context:\n[1] The deploy freeze starts on Fridays at 15:00 UTC.\n\n"
+        content="Context: The deploy freeze starts Fridays at 15:00 UTC.\n\n"
         "Question: When does the deploy freeze start?",
     ),
 ]
+# Runs to max_tokens: 1500 tokens take about a minute on CPU.
+LONG = [ChatMessage(role="user", content="Write a very long story about a lighthouse keeper.")]
 
 
-async def generate(stub, messages=GROUNDED, **fields) -> tuple[str, generator_pb2.GenerateFinished]:
-    text, finished = [], None
-    async for event in stub.Generate(
-        generator_pb2.GenerateRequest(messages=messages, **fields), timeout=T
-    ):
+def shared_state_dir() -> Path:
+    """Survives test runs, so the model is converted once (RAGPLANE_TEST_STATE_DIR)."""
+    default = ROOT / ".ragplane" / "test-state"
+    path = Path(os.environ.get("RAGPLANE_TEST_STATE_DIR") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    """A process this module started, with its log."""
+
+    popen: subprocess.Popen
+    log: Path
+
+    @classmethod
+    def spawn(cls, argv: list[str], env: dict[str, str], log: Path) -> Proc:
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                argv,
+                env={**env, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return cls(popen, log)
+
+    def tail(self) -> str:
+        lines = self.log.read_text(errors="replace").splitlines()
+        return "\n".join(line[:300] for line in lines[-40:])
+
+    async def wait_until(self, ready: Callable[[], Awaitable[bool]], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not await ready():
+            if self.popen.poll() is not None:
+                pytest.fail(f"{self.popen.args[:3]} exited:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.popen.args[:3]} not ready after {seconds} s:\n{self.tail()}")
+            await asyncio.sleep(1)
+
+    def stop(self) -> None:
+        stop_process_tree(self.popen.pid, timeout=30)
+
+
+@dataclass
+class Generator:
+    """A running generator service and where to scrape its model server's metrics."""
+
+    stub: generator_pb2_grpc.GeneratorServiceStub
+    metrics_url: str
+
+
+def generator_env(state: Path, grpc_port: int, metrics_port: int, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RAGPLANE_STATE_DIR": str(state),
+        "RAGPLANE_GENERATOR_ADDR": f"127.0.0.1:{grpc_port}",
+        "RAGPLANE_GENERATOR_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        **extra,
+    }
+
+
+def start_generator(env: dict[str, str], log: Path) -> Proc:
+    return Proc.spawn([sys.executable, "-m", "ragplane.generator.server"], env, log)
+
+
+async def serving(address: str) -> bool:
+    return await health_status(address) == "SERVING"
+
+
+async def http_ok(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(url, timeout=2)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def state() -> Path:
+    return shared_state_dir()
+
+
+@pytest.fixture(scope="module")
+async def stacks(
+    state: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Generator]]:
+    """Both backends. The in-process generator and vLLM's OpenAI server start together;
+    the OpenAI-backed generator follows once its server answers."""
+    logs = tmp_path_factory.mktemp("generator-logs")
+    started: list[Proc] = []
+    # Each port is picked right before its process starts: minutes later it may be taken.
+    try:
+        inproc_port, inproc_metrics = free_port(), free_port()
+        inproc = start_generator(
+            generator_env(state, inproc_port, inproc_metrics), logs / "inprocess.log"
+        )
+        started.append(inproc)
+        folder = await asyncio.to_thread(ensure_hf_model, state)
+        http = f"http://127.0.0.1:{(http_port := free_port())}"
+        server_log = logs / "vllm-server.log"
+        server = Proc(openai_server.start(folder, http_port, state, server_log), server_log)
+        started.append(server)
+        inproc_addr = f"127.0.0.1:{inproc_port}"
+        await asyncio.gather(
+            inproc.wait_until(lambda: serving(inproc_addr), START_S),
+            server.wait_until(lambda: http_ok(f"{http}/health"), START_S),
+        )
+        extra = {
+            "RAGPLANE_GENERATOR_BACKEND": "openai",
+            "RAGPLANE_GENERATOR_OPENAI_URL": http,
+            "RAGPLANE_GENERATOR_OPENAI_MODEL": MODEL_ID,
+            "RAGPLANE_GENERATOR_MAX_CONCURRENCY": "1",
+        }
+        openai_port = free_port()
+        env = generator_env(state, openai_port, 0, **extra)  # its vLLM metrics are the server's
+        openai = start_generator(env, logs / "openai-generator.log")
+        started.append(openai)
+        openai_addr = f"127.0.0.1:{openai_port}"
+        await openai.wait_until(lambda: serving(openai_addr), START_S)
+        async with (
+            grpc.aio.insecure_channel(inproc_addr, options=channel_options()) as inproc_channel,
+            grpc.aio.insecure_channel(openai_addr, options=channel_options()) as openai_channel,
+        ):
+            yield {
+                "vllm-inprocess": Generator(
+                    generator_pb2_grpc.GeneratorServiceStub(inproc_channel),
+                    f"http://127.0.0.1:{inproc_metrics}/metrics",
+                ),
+                "openai": Generator(
+                    generator_pb2_grpc.GeneratorServiceStub(openai_channel), f"{http}/metrics"
+                ),
+            }
+    finally:
+        for proc in reversed(started):
+            await asyncio.to_thread(proc.stop)
+
+
+@pytest.fixture(params=["vllm-inprocess", "openai"])
+def gen(request: pytest.FixtureRequest, stacks: dict[str, Generator]) -> Generator:
+    return stacks[request.param]
+
+
+async def info(stub) -> generator_pb2.GeneratorServiceInfoResponse:
+    return await stub.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
+
+
+async def generate(stub, messages=GROUNDED, **fields) -> tuple[list[str], common_pb2.Usage, object]:
+    """All deltas and the finished event; asserts the stream's shape on the way."""
+    deltas, finished = [], None
+    request = generator_pb2.GenerateRequest(messages=messages, **fields)
+    async for event in stub.Generate(request, timeout=T):
+        assert finished is None, "nothing may follow the finished event"
         if event.HasField("finished"):
-            assert finished is None
             finished = event.finished
         else:
-            assert finished is None, "no delta after the finished event"
-            text.append(event.delta)
-    assert finished is not None
-    return "".join(text), finished
+            deltas.append(event.delta)
+    assert finished is not None, "the stream ended without a finished event"
+    return deltas, finished.usage, finished
 
 
-@pytest.fixture(scope="module")
-def inprocess(channels) -> generator_pb2_grpc.GeneratorServiceStub:
-    return generator_pb2_grpc.GeneratorServiceStub(channels["generator"])
+async def running_in_model_server(metrics_url: str) -> float:
+    """vLLM's own count of requests it is working on (its Prometheus gauge)."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(metrics_url, timeout=10)).text
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:num_requests_running{")
+    ]
+    assert values, f"no vllm:num_requests_running at {metrics_url}"
+    return sum(values)
 
 
-def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+# --- Info and token counting -------------------------------------------------------------
 
 
-def log_tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
+async def test_info_names_the_model_and_its_context(stacks, state):
+    folder = await asyncio.to_thread(ensure_hf_model, state)
+    local = await info(stacks["vllm-inprocess"].stub)
+    assert (local.model_id, local.revision, local.backend) == (MODEL_ID, REVISION, "vllm-inprocess")
+    assert local.weights_sha256 == folder.weights_sha256
+    assert local.max_model_len == CONTEXT
+    assert local.running_requests == 0
+    remote = await info(stacks["openai"].stub)
+    assert (remote.model_id, remote.backend, remote.max_model_len) == (MODEL_ID, "openai", CONTEXT)
 
 
-async def wait_until(ready, proc: subprocess.Popen, log: Path, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not await ready():
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args[:3]} exited:\n{log_tail(log)}")
-        assert time.monotonic() < deadline, f"{proc.args[:3]} not ready:\n{log_tail(log)}"
-        await asyncio.sleep(1)
+async def test_counts_texts_and_the_chat_prompt_with_its_template(stacks, state):
+    from transformers import AutoTokenizer
+
+    folder = (await asyncio.to_thread(ensure_hf_model, state)).path
+    tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(folder))
+    messages = [{"role": m.role, "content": m.content} for m in GROUNDED]
+    expected = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    texts = ["hello world", "", "The deploy freeze starts Fridays at 15:00 UTC."]
+    request = generator_pb2.CountPromptTokensRequest(texts=texts, messages=GROUNDED)
+    for stack in stacks.values():
+        reply = await stack.stub.CountPromptTokens(request, timeout=T)
+        assert list(reply.token_counts) == [
+            len(tokenizer.encode(t, add_special_tokens=False)) for t in texts
+        ]
+        assert reply.token_counts[0] == 2 and reply.token_counts[1] == 0
+        # The template's role markers and the assistant prompt count too.
+        assert reply.messages_tokens == len(expected) > sum(reply.token_counts)
+        assert reply.max_model_len == CONTEXT
 
 
-@pytest.fixture(scope="module")
-async def openai_backed(tmp_path_factory) -> generator_pb2_grpc.GeneratorServiceStub:
-    """vLLM's OpenAI server on the converted model, and a generator that talks to it."""
-    state = shared_model_cache()
-    folder = await asyncio.to_thread(ensure_converted, state)
-    logs = tmp_path_factory.mktemp("openai")
-    env = {**os.environ, **vllm_environment(state)}
-    http_port, grpc_port = free_port(), free_port()
-    server = openai_server.start(folder, http_port, state, logs / "vllm.log")
-    generator = None
-    try:
-        await openai_server.wait_healthy(f"http://127.0.0.1:{http_port}", server, logs / "vllm.log")
-        generator = spawn(
-            [sys.executable, "-m", "ragplane.generator.server"],
-            {
-                **env,
-                "RAGPLANE_STATE_DIR": str(logs),
-                "RAGPLANE_GENERATOR_ADDR": f"127.0.0.1:{grpc_port}",
-                "RAGPLANE_GENERATOR_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-                "RAGPLANE_GENERATOR_BACKEND": "openai",
-                "RAGPLANE_GENERATOR_OPENAI_URL": f"http://127.0.0.1:{http_port}",
-                "RAGPLANE_GENERATOR_OPENAI_MODEL": MODEL_ID,
-            },
-            logs / "generator.log",
-        )
-
-        async def generator_serving() -> bool:
-            return await stack.health_status(f"127.0.0.1:{grpc_port}") == "SERVING"
-
-        await wait_until(generator_serving, generator, logs / "generator.log", 120)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-            yield generator_pb2_grpc.GeneratorServiceStub(channel)
-    finally:
-        for proc in (generator, server):
-            if proc is not None:
-                stack.stop_process_tree(proc.pid, timeout=30)
+# --- Generate ---------------------------------------------------------------------------
 
 
-async def test_info_names_the_model_and_its_context(inprocess):
-    info = await inprocess.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
-    assert info.model_id == MODEL_ID
-    assert info.backend == "vllm-inprocess"
-    assert info.max_model_len == 2048
-    assert len(info.weights_sha256) == 64
-
-
-async def test_grounded_answer_streams_then_finishes(inprocess):
-    text, finished = await generate(inprocess, max_tokens=40)
-    assert "15:00" in text or "Friday" in text
+async def test_grounded_answer_streams_deltas_then_one_finished_event(gen):
+    count = await gen.stub.CountPromptTokens(
+        generator_pb2.CountPromptTokensRequest(messages=GROUNDED), timeout=T
+    )
+    deltas, usage, finished = await generate(gen.stub, max_tokens=60, temperature=0)
+    answer = "".join(deltas)
+    assert len(deltas) >= 3 and answer.strip()
+    assert "15:00" in answer or "Friday" in answer, answer
     assert finished.finish_reason == common_pb2.FINISH_REASON_STOP
-    assert finished.usage.prompt_tokens > 20 and finished.usage.completion_tokens > 0
+    assert usage.prompt_tokens == count.messages_tokens
+    assert 0 < usage.completion_tokens < 60
     assert 0 < finished.time_to_first_token_ms <= finished.timing.compute_ms
 
 
-async def test_max_tokens_ends_with_length(inprocess):
-    _, finished = await generate(inprocess, max_tokens=3)
+async def test_both_backends_give_the_same_greedy_answer(stacks):
+    local = await generate(stacks["vllm-inprocess"].stub, max_tokens=40)
+    remote = await generate(stacks["openai"].stub, max_tokens=40)
+    assert "".join(remote[0]) == "".join(local[0])
+    assert remote[1] == local[1]
+
+
+async def test_max_tokens_ends_the_answer_with_length(gen):
+    _, usage, finished = await generate(gen.stub, max_tokens=3)
     assert finished.finish_reason == common_pb2.FINISH_REASON_LENGTH
-    assert finished.usage.completion_tokens == 3
+    assert usage.completion_tokens == 3
+
+
+async def test_stop_string_ends_the_answer(gen):
+    deltas, _, finished = await generate(gen.stub, max_tokens=60, stop=["15"])
+    assert finished.finish_reason == common_pb2.FINISH_REASON_STOP
+    assert "15" not in "".join(deltas)
 
 
 @pytest.mark.parametrize(
-    ("request_", "phrase"),
+    ("fields", "phrase"),
     [
-        (generator_pb2.GenerateRequest(), "messages is empty"),
-        (
-            generator_pb2.GenerateRequest(
-                messages=[generator_pb2.ChatMessage(role="robot", content="x")]
-            ),
-            "role",
-        ),
-        (generator_pb2.GenerateRequest(messages=GROUNDED, temperature=-1), "temperature"),
-        (generator_pb2.GenerateRequest(messages=GROUNDED, max_tokens=5000), "context of 2048"),
+        ({"messages": []}, "messages is empty"),
+        ({"messages": [ChatMessage(role="robot", content="hi")]}, "messages[0].role is 'robot'"),
+        ({"messages": [ChatMessage(role="user", content="  ")]}, "messages[0].content is empty"),
+        ({"messages": GROUNDED, "temperature": -0.5}, "temperature is -0.5"),
+        ({"messages": GROUNDED, "top_p": 1.5}, "top_p is 1.5"),
+        ({"messages": GROUNDED, "max_tokens": 2040}, "context of 2048 tokens"),
     ],
 )
-async def test_bad_requests_are_invalid_arguments(inprocess, request_, phrase):
+async def test_bad_requests_are_invalid_arguments(gen, fields, phrase):
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for _ in inprocess.Generate(request_, timeout=T):
-            pass
+        await generate(gen.stub, **fields)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert phrase in err.value.details()
 
 
-async def test_openai_backend_serves_the_same_model(inprocess, openai_backed):
-    info = await openai_backed.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
-    assert (info.backend, info.model_id, info.max_model_len) == ("openai", MODEL_ID, 2048)
-    request = generator_pb2.CountPromptTokensRequest(texts=["hello world"], messages=GROUNDED)
-    here = await inprocess.CountPromptTokens(request, timeout=T)
-    there = await openai_backed.CountPromptTokens(request, timeout=T)
-    assert list(here.token_counts) == list(there.token_counts)
-    assert here.messages_tokens == there.messages_tokens
-    local_text, local = await generate(inprocess, max_tokens=30)
-    remote_text, remote = await generate(openai_backed, max_tokens=30)
-    assert remote.usage.prompt_tokens == local.usage.prompt_tokens
-    assert remote_text == local_text  # greedy decoding of the same weights
+async def test_over_long_request_says_the_numbers(gen):
+    count = await gen.stub.CountPromptTokens(
+        generator_pb2.CountPromptTokensRequest(messages=GROUNDED), timeout=T
+    )
+    max_tokens = CONTEXT - count.messages_tokens + 1
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await generate(gen.stub, max_tokens=max_tokens)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == (
+        f"the prompt has {count.messages_tokens} tokens and max_tokens is {max_tokens}: "
+        f"{CONTEXT + 1} is over the model's context of {CONTEXT} tokens"
+    )
+    # One token less fits.
+    _, usage, _ = await generate(gen.stub, max_tokens=max_tokens - 1, stop=["."])
+    assert usage.prompt_tokens == count.messages_tokens
 
 
-async def test_cancelled_stream_aborts_the_generation(inprocess, openai_backed):
-    for stub in (inprocess, openai_backed):
-        call = stub.Generate(
-            generator_pb2.GenerateRequest(messages=GROUNDED, max_tokens=1000), timeout=T
-        )
-        async for _ in call:
-            break
-        info = await stub.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
-        assert info.running_requests == 1
-        call.cancel()
-        for _ in range(50):
-            info = await stub.Info(generator_pb2.GeneratorServiceInfoRequest(), timeout=T)
-            if info.running_requests == 0:
-                break
-            await asyncio.sleep(0.1)
-        assert info.running_requests == 0
-        _, finished = await generate(stub, max_tokens=5)  # and it still serves
-        assert finished.usage.completion_tokens == 5
+async def test_count_refuses_bad_messages(gen):
+    request = generator_pb2.CountPromptTokensRequest(messages=[ChatMessage(role="tool")])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gen.stub.CountPromptTokens(request, timeout=T)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_converted_model_with_tampered_weights_is_refused(tmp_path: Path):
-    source = ensure_converted(shared_model_cache())
+# --- Cancellation -----------------------------------------------------------------------
+
+
+async def wait_idle(gen: Generator, seconds: float = 10) -> tuple[int, float]:
+    deadline = time.monotonic() + seconds
+    while True:
+        ours = (await info(gen.stub)).running_requests
+        theirs = await running_in_model_server(gen.metrics_url)
+        if (ours, theirs) == (0, 0) or time.monotonic() > deadline:
+            return ours, theirs
+        await asyncio.sleep(0.2)
+
+
+async def test_cancelled_stream_aborts_the_generation(gen):
+    call = gen.stub.Generate(
+        generator_pb2.GenerateRequest(messages=LONG, max_tokens=1500), timeout=T
+    )
+    async for event in call:
+        assert event.delta
+        break
+    assert (await info(gen.stub)).running_requests == 1
+    assert await running_in_model_server(gen.metrics_url) == 1
+    call.cancel()
+    # Without the abort vLLM would keep generating for about a minute.
+    assert await wait_idle(gen) == (0, 0)
+    _, usage, _ = await generate(gen.stub, max_tokens=5)  # and it still serves
+    assert usage.completion_tokens == 5
+
+
+async def test_passed_deadline_aborts_the_generation(gen):
+    request = generator_pb2.GenerateRequest(messages=LONG, max_tokens=1500)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in gen.stub.Generate(request, timeout=2):
+            pass
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert await wait_idle(gen) == (0, 0)
+
+
+async def test_generations_over_the_limit_are_refused(stacks):
+    gen = stacks["openai"]  # started with RAGPLANE_GENERATOR_MAX_CONCURRENCY=1
+    call = gen.stub.Generate(
+        generator_pb2.GenerateRequest(messages=LONG, max_tokens=1500), timeout=T
+    )
+    async for _ in call:
+        break
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await generate(gen.stub, max_tokens=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "RAGPLANE_GENERATOR_MAX_CONCURRENCY" in err.value.details()
+    call.cancel()
+    assert await wait_idle(gen) == (0, 0)
+    await generate(gen.stub, max_tokens=5)
+
+
+# --- Model folder and settings (no services) ---------------------------------------------
+
+
+def test_converted_folder_verifies_against_its_manifest(state: Path):
+    folder = ensure_hf_model(state)
+    assert (folder.model_id, folder.revision) == (MODEL_ID, REVISION)
+    assert verify(folder.path).weights_sha256 == sha256_file(folder.path / WEIGHTS)
+    for name in ("config.json", "generation_config.json", "tokenizer.json", MANIFEST):
+        assert (folder.path / name).is_file(), name
+    assert "<|im_start|>" in (folder.path / "chat_template.jinja").read_text()
+    # The same folder mounted as a platform team would: same weights hash.
+    mounted = mounted_model(folder.path, "team/smollm2")
+    assert (mounted.model_id, mounted.weights_sha256) == ("team/smollm2", folder.weights_sha256)
+
+
+def test_corrupted_weights_are_refused(state: Path, tmp_path: Path):
+    source = ensure_hf_model(state)
     copy = tmp_path / "models" / source.path.name
     shutil.copytree(source.path, copy)
-    with (copy / "model.safetensors").open("r+b") as f:
-        f.seek(4096)
-        byte = f.read(1)
-        f.seek(4096)
-        f.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(ConfigError, match="does not match its manifest"):
-        ensure_converted(tmp_path)
+    with (copy / WEIGHTS).open("r+b") as f:
+        f.seek(1 << 20)
+        byte = f.read(1)[0]
+        f.seek(1 << 20)
+        f.write(bytes([byte ^ 0x01]))
+    with pytest.raises(ConfigError, match="does not match its manifest.*delete the folder"):
+        ensure_hf_model(tmp_path)
+
+
+def test_bad_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("RAGPLANE_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("RAGPLANE_GENERATOR_BACKEND", "tpu")
+    with pytest.raises(ConfigError, match="RAGPLANE_GENERATOR_BACKEND"):
+        GeneratorSettings.from_env()
+    monkeypatch.setenv("RAGPLANE_GENERATOR_BACKEND", "openai")
+    monkeypatch.setenv("RAGPLANE_GENERATOR_MAX_TOKENS", "0")
+    with pytest.raises(ConfigError, match="RAGPLANE_GENERATOR_MAX_TOKENS"):
+        GeneratorSettings.from_env()
+    monkeypatch.delenv("RAGPLANE_GENERATOR_MAX_TOKENS")
+    settings = GeneratorSettings.from_env()
+    assert (settings.backend, settings.max_model_len, settings.default_max_tokens) == (
+        "openai",
+        2048,
+        256,
+    )

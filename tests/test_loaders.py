@@ -5,7 +5,19 @@ from __future__ import annotations
 import pytest
 
 from ragplane.errors import InvalidArgument
-from ragplane.gateway.loaders import guess_media_type, load_document
+from ragplane.gateway.loaders import LoadedDocument, guess_media_type, load_document
+
+
+def blocks(doc: LoadedDocument) -> list[tuple[tuple[str, ...], str]]:
+    return [(b.heading_path, b.text) for b in doc.blocks]
+
+
+def markdown(text: str, **kwargs) -> LoadedDocument:
+    return load_document(text.encode(), "text/markdown", "docs/a.md", **kwargs)
+
+
+def html(text: str) -> LoadedDocument:
+    return load_document(text.encode(), "text/html", "docs/page.html")
 
 
 def test_markdown_headings_paragraphs_lists_and_fences():
@@ -30,9 +42,9 @@ Sub heading
 
 Last.
 """
-    doc = load_document(text.encode(), "text/markdown", "a.md")
+    doc = markdown(text)
     assert doc.title == "Title"
-    assert [(b.heading_path, b.text) for b in doc.blocks] == [
+    assert blocks(doc) == [
         (("Title",), "First paragraph continues here."),
         (("Title", "Setup"), "- one\n- two"),
         (("Title", "Setup"), "```python\nx = 1\n\ny = 2\n```"),
@@ -40,37 +52,150 @@ Last.
     ]
 
 
+def test_markdown_heading_path_is_a_stack():
+    doc = markdown("# A\n\n## B\n\n### C\n\nc\n\n## D\n\nd\n\n# E\n\ne\n")
+    assert blocks(doc) == [(("A", "B", "C"), "c"), (("A", "D"), "d"), (("E",), "e")]
+
+
+def test_markdown_fence_is_never_split_and_hides_headings():
+    text = "# Ops\n\n~~~~sh\n# not a heading\n\nkctl status\n```\nstill code\n~~~~\n\nAfter.\n"
+    assert blocks(markdown(text)) == [
+        (("Ops",), "~~~~sh\n# not a heading\n\nkctl status\n```\nstill code\n~~~~"),
+        (("Ops",), "After."),
+    ]
+
+
+def test_markdown_unclosed_fence_runs_to_the_end():
+    doc = markdown("# T\n\n```\ncode\n\nmore code\n")
+    assert blocks(doc) == [(("T",), "```\ncode\n\nmore code\n```")]
+
+
+def test_markdown_list_is_one_block_even_when_loose_or_nested():
+    text = """Steps:
+- first item
+  wraps here
+
+- second item
+  - nested item
+1. numbered
+
+After the list.
+"""
+    assert [b.text for b in markdown(text).blocks] == [
+        "Steps:",
+        "- first item wraps here\n- second item\n  - nested item\n1. numbered",
+        "After the list.",
+    ]
+
+
+def test_markdown_number_at_a_line_start_does_not_open_a_list():
+    doc = markdown("The release shipped in\n2024. It went well.\n")
+    assert [b.text for b in doc.blocks] == ["The release shipped in 2024. It went well."]
+
+
+def test_markdown_heading_forms():
+    text = "Title\n=====\n\n## C# tips ##\n\nUse it.\n\n---\n\n#hashtag is text\n"
+    doc = markdown(text)
+    assert doc.title == "Title"
+    assert blocks(doc) == [
+        (("Title", "C# tips"), "Use it."),
+        (("Title", "C# tips"), "#hashtag is text"),
+    ]
+
+
+def test_markdown_front_matter_gives_the_title_and_is_not_text():
+    doc = markdown('---\ntitle: "Deploy guide"\ntags: [ops]\n---\n\nBody text.\n')
+    assert doc.title == "Deploy guide"
+    assert [b.text for b in doc.blocks] == ["Body text."]
+
+
+def test_markdown_tables_quotes_and_indented_code():
+    text = (
+        "| a | b |\n|---|---|\n| 1 |  2 |\n\n"
+        "> quoted\n> text\n\n"
+        "    def f():\n        return 1\n\n    f()\n\nEnd.\n"
+    )
+    assert [b.text for b in markdown(text).blocks] == [
+        "| a | b |\n|---|---|\n| 1 | 2 |",
+        "quoted text",
+        "def f():\n    return 1\n\nf()",
+        "End.",
+    ]
+
+
+def test_markdown_byte_order_mark_does_not_hide_the_title():
+    doc = load_document("\ufeff# Title\n\ntext".encode(), "text/markdown", "a.md")
+    assert doc.title == "Title"
+
+
 def test_html_title_headings_and_dropped_scripts():
-    html = b"""<html><head><title>Runbook</title><style>p{}</style></head><body>
+    page = """<html><head><title>Runbook</title><style>p{}</style></head><body>
     <nav>menu</nav><h1>Deploy</h1><p>Use the   canary.</p><script>alert(1)</script>
     <h2>Commands</h2><pre>kctl deploy
-  --canary 10</pre><ul><li><p>nested item</p></li></ul></body></html>"""
-    doc = load_document(html, "text/html", "r.html")
+  --canary 10</pre><ul><li><p>nested item</p></li></ul><footer>(c) 2026</footer></body></html>"""
+    doc = html(page)
     assert doc.title == "Runbook"
-    assert [(b.heading_path, b.text) for b in doc.blocks] == [
+    assert blocks(doc) == [
         (("Deploy",), "Use the canary."),
         (("Deploy", "Commands"), "kctl deploy\n  --canary 10"),
         (("Deploy", "Commands"), "nested item"),
     ]
 
 
+def test_html_title_from_first_h1_and_loose_text_in_divs():
+    page = """<body><header><a href="/">Logo</a></header>
+    <article><header><h1>Ledger <em>API</em></h1></header>
+    <div>Loose <b>text</b>, in a div.<!-- a comment --><p>A paragraph.</p>tail</div>
+    <table><tr><th>Owner</th><th>Port</th></tr><tr><td>Atlas</td><td>8080</td></tr></table>
+    <p>Run <code>kctl</code>.<br>Then wait.</p></article></body>"""
+    doc = html(page)
+    assert doc.title == "Ledger API"
+    assert [b.text for b in doc.blocks] == [
+        "Loose text, in a div.",
+        "A paragraph.",
+        "tail",
+        "Owner | Port",
+        "Atlas | 8080",
+        "Run kctl. Then wait.",
+    ]
+    assert all(b.heading_path == ("Ledger API",) for b in doc.blocks)
+
+
+def test_html_without_text_is_refused():
+    with pytest.raises(InvalidArgument, match="no text"):
+        html("<html><body><script>x()</script><nav>menu</nav></body></html>")
+
+
 def test_plain_text_paragraphs_and_title():
-    doc = load_document(b"Release notes\n\nFixed a bug.\n\n\nAdded a flag.", "text/plain", "n.txt")
+    doc = load_document(
+        b"Release notes\r\n\r\nFixed a  bug.\n\n\nAdded a flag.", "text/plain", "n.txt"
+    )
     assert doc.title == "Release notes"
-    assert [b.text for b in doc.blocks] == ["Release notes", "Fixed a bug.", "Added a flag."]
+    assert blocks(doc) == [((), "Release notes"), ((), "Fixed a bug."), ((), "Added a flag.")]
+
+
+def test_plain_text_with_a_long_first_line_is_named_after_the_file():
+    doc = load_document(("word " * 40).encode(), "text/plain", "notes/meeting.txt")
+    assert doc.title == "meeting"
 
 
 def test_caller_title_wins_and_file_stem_is_the_fallback():
-    assert load_document(b"# A\n\nx", "text/markdown", "a.md", title="Given").title == "Given"
+    assert markdown("# A\n\nx", title="Given").title == "Given"
     assert load_document(b"just text", "text/markdown", "dir/notes.md").title == "notes"
+
+
+def test_media_type_parameters_are_accepted():
+    doc = load_document(b"# T\n\nx", "text/markdown; charset=utf-8", "a.md")
+    assert blocks(doc) == [(("T",), "x")]
 
 
 @pytest.mark.parametrize(
     ("content", "media_type", "message"),
     [
-        (b"\xff\xfe\x00bad", "text/plain", "not valid UTF-8"),
-        (b"   \n\n ", "text/markdown", "empty"),
-        (b"%PDF-1.7", "application/pdf", "supported: text/markdown"),
+        (b"\xff\xfe\x00bad", "text/plain", "'x' is not valid UTF-8"),
+        (b"   \n\n ", "text/markdown", "'x' is empty"),
+        (b"ab\x00cd", "text/plain", "NUL bytes"),
+        (b"%PDF-1.7", "application/pdf", "supported: text/markdown, text/html, text/plain"),
     ],
 )
 def test_bad_documents_are_refused_with_a_reason(content, media_type, message):
@@ -80,5 +205,9 @@ def test_bad_documents_are_refused_with_a_reason(content, media_type, message):
 
 def test_media_type_from_the_file_name():
     assert guess_media_type("a/b.MD") == "text/markdown"
+    assert guess_media_type("notes.markdown") == "text/markdown"
     assert guess_media_type("page.htm") == "text/html"
+    assert guess_media_type("https://example.com/page.html?x=1#top") == "text/html"
+    assert guess_media_type("a.txt") == "text/plain"
     assert guess_media_type("README") == "text/plain"
+    assert guess_media_type("data.csv") == "text/plain"

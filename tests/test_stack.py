@@ -33,7 +33,8 @@ QUESTIONS = [
     if line.strip()
 ]
 T = 120  # deadline of every call in these tests, seconds
-DEMO_QUESTION_ID = "q01"  # "How do I roll back a bad deploy of ledger-api?"
+DEMO_QUESTION_ID = "q01"
+HANDBOOK = "handbook"  # "How do I roll back a bad deploy of ledger-api?"
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +49,8 @@ def retriever(channels) -> retriever_pb2_grpc.RetrieverServiceStub:
 
 @pytest.fixture(scope="module")
 async def handbook(gateway) -> list[gateway_pb2.DocumentResult]:
-    """The sample corpus indexed once into the default collection."""
-    return await cli.ingest(gateway, [CORPUS], out=io.StringIO())
+    """The sample corpus indexed once into its own collection."""
+    return await cli.ingest(gateway, [CORPUS], collection=HANDBOOK, out=io.StringIO())
 
 
 def markdown(doc_id: str, text: str) -> gateway_pb2.Document:
@@ -57,6 +58,7 @@ def markdown(doc_id: str, text: str) -> gateway_pb2.Document:
 
 
 async def ask(gateway, question: str, **fields) -> tuple[str, list, gateway_pb2.AskFinished]:
+    fields.setdefault("collection", HANDBOOK)
     answer, citations, finished = [], [], None
     async for event in gateway.Ask(gateway_pb2.AskRequest(question=question, **fields), timeout=T):
         if event.HasField("citations"):
@@ -78,7 +80,7 @@ async def test_sample_corpus_is_indexed(handbook):
 
 
 async def test_reingesting_unchanged_corpus_writes_nothing(gateway, handbook):
-    again = await cli.ingest(gateway, [CORPUS], out=io.StringIO())
+    again = await cli.ingest(gateway, [CORPUS], collection=HANDBOOK, out=io.StringIO())
     assert {r.status for r in again} == {gateway_pb2.INGEST_STATUS_UNCHANGED}
     assert sum(r.chunks_written for r in again) == 0
 
@@ -104,7 +106,9 @@ async def test_unanswerable_question_says_it_does_not_know(gateway, handbook):
 async def test_ask_unary_returns_the_whole_answer(gateway, handbook):
     q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
     reply = await gateway.AskUnary(
-        gateway_pb2.AskUnaryRequest(request=gateway_pb2.AskRequest(question=q["question"])),
+        gateway_pb2.AskUnaryRequest(
+            request=gateway_pb2.AskRequest(collection=HANDBOOK, question=q["question"])
+        ),
         timeout=T,
     )
     streamed, citations, _ = await ask(gateway, q["question"])
@@ -250,7 +254,10 @@ async def test_embedder_refuses_text_longer_than_the_model_takes(channels):
 async def test_cancelled_ask_frees_the_generator(gateway, channels, handbook):
     generator = generator_pb2_grpc.GeneratorServiceStub(channels["generator"])
     q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
-    call = gateway.Ask(gateway_pb2.AskRequest(question=q["question"], max_tokens=400), timeout=T)
+    call = gateway.Ask(
+        gateway_pb2.AskRequest(collection=HANDBOOK, question=q["question"], max_tokens=400),
+        timeout=T,
+    )
     async for event in call:
         if event.delta:
             break

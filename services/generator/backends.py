@@ -1,24 +1,27 @@
-"""Two real ways to generate behind one RPC: vLLM in this process (AsyncLLM), or any
+"""Two real ways to generate behind one interface: vLLM in this process (AsyncLLM), or any
 OpenAI-compatible server (vLLM's own server in production)."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
-from ragplane.errors import Unavailable
+from ragplane.errors import InvalidArgument, Unavailable
 from ragplane.generator.model import ModelFolder
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO; the access log and the spans already cover them.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -32,48 +35,61 @@ class Sampling:
     max_tokens: int
     temperature: float
     top_p: float
-    stop: tuple[str, ...]
+    stop: tuple[str, ...] = ()
     # Small models loop on greedy decoding; a mild penalty keeps answers from repeating.
     repetition_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str  # "stop" or "length"
+    """The last event of a generation."""
+
+    reason: str  # "stop" (end of answer or a stop string) or "length" (max_tokens)
     prompt_tokens: int
     completion_tokens: int
 
 
-class Backend(Protocol):
-    name: str
+@dataclass(frozen=True)
+class ModelInfo:
     model_id: str
     revision: str
     weights_sha256: str
     max_model_len: int
 
-    async def count(
-        self, texts: Sequence[str], messages: Sequence[Message]
-    ) -> tuple[list[int], int]:
-        """Tokens of each text, and of the messages rendered with the chat template."""
+
+class Backend(Protocol):
+    """What the servicer needs from a model server."""
+
+    name: str  # "vllm-inprocess" or "openai", as Info reports it
+    info: ModelInfo
+
+    async def count_texts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text, without special tokens."""
+        ...
+
+    async def count_messages(self, messages: Sequence[Message]) -> int:
+        """Tokens of the messages rendered with the chat template and generation prompt."""
         ...
 
     def generate(
         self, messages: Sequence[Message], sampling: Sampling
     ) -> AsyncIterator[str | Finished]:
-        """Text deltas, then one Finished. Cancelling the consumer aborts the request."""
+        """Text deltas, then one Finished. Closing or cancelling the iterator aborts the
+        request in the model server."""
         ...
 
     async def close(self) -> None: ...
 
 
 def vllm_environment(state_dir: Path) -> dict[str, str]:
-    """What vLLM's CPU build needs in its environment; caches stay in the state dir."""
+    """What vLLM's CPU build needs in its environment; its caches stay in the state dir."""
     cache = state_dir / "cache"
     return {
         "VLLM_HOST_IP": "127.0.0.1",
         "HF_HUB_OFFLINE": "1",
         "VLLM_CACHE_ROOT": str(cache / "vllm"),
         "HF_HOME": str(cache / "huggingface"),
+        "XDG_CACHE_HOME": str(cache / "xdg"),
         "TORCHINDUCTOR_CACHE_DIR": str(cache / "torchinductor"),
         "TRITON_CACHE_DIR": str(cache / "triton"),
         "VLLM_NO_USAGE_STATS": "1",
@@ -87,49 +103,56 @@ def prepare_vllm_environment(state_dir: Path) -> None:
         os.environ.setdefault(name, value)
 
 
+def _finish_reason(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
 class VllmInProcessBackend:
-    """vLLM's AsyncLLM in this process; its engine core runs in a child process."""
+    """vLLM's AsyncLLM in this process; its engine core runs in a child process.
+    Chat rendering and tokenisation go through vLLM's own renderer, as in its server."""
 
     name = "vllm-inprocess"
 
     def __init__(self, folder: ModelFolder, max_model_len: int, kv_cache_bytes: int) -> None:
-        from transformers import AutoTokenizer
+        """Starts the engine (about 25 s on CPU); call prepare_vllm_environment() first."""
         from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.renderers import ChatParams, TokenizeParams
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.model_id = folder.model_id
-        self.revision = folder.revision
-        self.weights_sha256 = folder.weights_sha256
-        self.max_model_len = max_model_len
-        self._tokenizer = AutoTokenizer.from_pretrained(str(folder.path))
+        self.info = ModelInfo(
+            folder.model_id, folder.revision, folder.weights_sha256, max_model_len
+        )
         self._engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(
                 model=str(folder.path),
                 served_model_name=[folder.model_id],
                 max_model_len=max_model_len,
                 kv_cache_memory_bytes=kv_cache_bytes,
-                enforce_eager=True,
-                disable_log_stats=False,
+                enforce_eager=True,  # no graph compilation: starts in seconds, not minutes
+                disable_log_stats=False,  # vllm:* metrics on the generator's endpoint
             )
         )
+        self._chat_params = ChatParams(chat_template_kwargs={"add_generation_prompt": True})
+        # Counting must work past the context length, so no limit here; Generate checks it.
+        self._tok_params = TokenizeParams(max_total_tokens=None, add_special_tokens=False)
 
-    def _prompt_ids(self, messages: Sequence[Message]) -> list[int]:
-        rendered = self._tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=False,
+    async def _render(self, messages: Sequence[Message]) -> dict[str, Any]:
+        conversation: list[Any] = [asdict(m) for m in messages]
+        _, (engine_input,) = await self._engine.renderer.render_chat_async(
+            [conversation], self._chat_params, self._tok_params
         )
-        return list(rendered)
+        return engine_input
 
-    async def count(
-        self, texts: Sequence[str], messages: Sequence[Message]
-    ) -> tuple[list[int], int]:
-        def run() -> tuple[list[int], int]:
-            counts = [len(self._tokenizer.encode(t, add_special_tokens=False)) for t in texts]
-            return counts, len(self._prompt_ids(messages)) if messages else 0
+    async def count_texts(self, texts: Sequence[str]) -> list[int]:
+        tokenizer = self._engine.renderer.get_tokenizer()
 
-        return await asyncio.get_running_loop().run_in_executor(None, run)
+        def count() -> list[int]:
+            return [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+        return await asyncio.to_thread(count) if texts else []
+
+    async def count_messages(self, messages: Sequence[Message]) -> int:
+        return len((await self._render(messages))["prompt_token_ids"])
 
     async def generate(
         self, messages: Sequence[Message], sampling: Sampling
@@ -137,9 +160,7 @@ class VllmInProcessBackend:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        prompt_ids = await asyncio.get_running_loop().run_in_executor(
-            None, self._prompt_ids, messages
-        )
+        engine_input = await self._render(messages)
         params = SamplingParams(
             max_tokens=sampling.max_tokens,
             temperature=sampling.temperature,
@@ -149,121 +170,148 @@ class VllmInProcessBackend:
             output_kind=RequestOutputKind.DELTA,
         )
         completion_tokens = 0
-        request_id = uuid.uuid4().hex
-        async for output in self._engine.generate(
-            {"prompt_token_ids": prompt_ids}, params, request_id
-        ):
+        # vLLM aborts the request when this loop is cancelled or closed.
+        async for output in self._engine.generate(engine_input, params, uuid.uuid4().hex):
             piece = output.outputs[0]
             completion_tokens += len(piece.token_ids)
             if piece.text:
                 yield piece.text
             if output.finished:
-                reason = "length" if piece.finish_reason == "length" else "stop"
-                yield Finished(reason, len(prompt_ids), completion_tokens)
+                reason = _finish_reason(piece.finish_reason)
+                yield Finished(reason, len(engine_input["prompt_token_ids"]), completion_tokens)
 
     async def close(self) -> None:
         self._engine.shutdown()
+        # Collected now, while modules are alive: AsyncLLM.__del__ fails at interpreter exit.
+        del self._engine
+        gc.collect()
 
 
 class OpenAICompatibleBackend:
-    """Any OpenAI-compatible server: chat completions streamed over SSE, /tokenize to count."""
+    """Any OpenAI-compatible server: chat completions streamed over SSE with usage,
+    vLLM's /tokenize to count, /v1/models for the served model and its context length."""
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, timeout_s: float, api_key: str = "") -> None:
+    def __init__(self, client: httpx.AsyncClient, info: ModelInfo) -> None:
+        self._client = client
+        self.info = info
+
+    @classmethod
+    async def connect(
+        cls, base_url: str, model: str, timeout_s: float, api_key: str = "", revision: str = ""
+    ) -> OpenAICompatibleBackend:
+        """Learns the served model (`model`, or the only one) and its context length."""
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
+        client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"), timeout=timeout_s, headers=headers
         )
-        self._base_url = base_url
-        self.model_id = model
-        self.revision = ""
-        self.weights_sha256 = ""
-        self.max_model_len = 0
-
-    async def start(self) -> None:
-        """Learns the served model and its context length from /v1/models."""
-        reply = await self._request("GET", "/v1/models")
-        models = reply["data"]
-        chosen = (
-            next((m for m in models if m["id"] == self.model_id), None)
-            if self.model_id
-            else models[0]
-        )
-        if chosen is None:
-            raise Unavailable(
-                f"{self._base_url} does not serve {self.model_id!r} (it serves "
-                + ", ".join(m["id"] for m in models)
-                + ")"
-            )
-        self.model_id = chosen["id"]
-        self.revision = chosen.get("root", "")
-        self.max_model_len = int(chosen.get("max_model_len") or 0)
-
-    async def _request(self, method: str, path: str, body: dict | None = None) -> dict:
         try:
-            response = await self._client.request(method, path, json=body)
-            response.raise_for_status()
-            return response.json()
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"OpenAI-compatible server at {self._base_url}: {exc}") from None
-
-    async def count(
-        self, texts: Sequence[str], messages: Sequence[Message]
-    ) -> tuple[list[int], int]:
-        async def tokens(body: dict) -> int:
-            reply = await self._request("POST", "/tokenize", {"model": self.model_id, **body})
-            return int(reply["count"])
-
-        counts = await asyncio.gather(
-            *(tokens({"prompt": t, "add_special_tokens": False}) for t in texts)
+            card = _choose_model(await _call(client, "GET", "/v1/models"), model, base_url)
+        except BaseException:
+            await client.aclose()
+            raise
+        info = ModelInfo(
+            model_id=card["id"],
+            revision=revision or card.get("root") or "",
+            weights_sha256="",  # an OpenAI-compatible server does not say
+            max_model_len=int(card.get("max_model_len") or 0),
         )
-        total = 0
-        if messages:
-            total = await tokens(
-                {"messages": [m.__dict__ for m in messages], "add_generation_prompt": True}
-            )
-        return list(counts), total
+        return cls(client, info)
 
-    async def generate(
-        self, messages: Sequence[Message], sampling: Sampling
-    ) -> AsyncIterator[str | Finished]:
-        body = {
-            "model": self.model_id,
-            "messages": [m.__dict__ for m in messages],
+    async def _tokenize(self, body: dict[str, Any]) -> int:
+        body = {"model": self.info.model_id, **body}
+        reply = await _call(self._client, "POST", "/tokenize", body)
+        return int(reply["count"])
+
+    async def count_texts(self, texts: Sequence[str]) -> list[int]:
+        bodies = [{"prompt": t, "add_special_tokens": False} for t in texts]
+        return list(await asyncio.gather(*(self._tokenize(b) for b in bodies)))
+
+    async def count_messages(self, messages: Sequence[Message]) -> int:
+        return await self._tokenize(
+            {"messages": [asdict(m) for m in messages], "add_generation_prompt": True}
+        )
+
+    def _chat_body(self, messages: Sequence[Message], sampling: Sampling) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.info.model_id,
+            "messages": [asdict(m) for m in messages],
             "max_tokens": sampling.max_tokens,
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
-            "repetition_penalty": sampling.repetition_penalty,  # a vLLM extension
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.repetition_penalty != 1.0:
+            body["repetition_penalty"] = sampling.repetition_penalty  # a vLLM extension
+        return body
+
+    async def generate(
+        self, messages: Sequence[Message], sampling: Sampling
+    ) -> AsyncIterator[str | Finished]:
+        body = self._chat_body(messages, sampling)
         reason = "stop"
         try:
-            # Leaving this block early (the caller cancelled) closes the stream, and the
-            # server aborts the request.
-            async with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
-                if response.status_code != 200:
-                    detail = (await response.aread()).decode(errors="replace")[:500]
-                    raise Unavailable(
-                        f"OpenAI-compatible server at {self._base_url} answered "
-                        f"{response.status_code}: {detail}"
-                    )
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
+            # Leaving this block early (the caller cancelled) closes the connection, and
+            # the server aborts the request.
+            async with self._client.stream("POST", "/v1/chat/completions", json=body) as reply:
+                if reply.status_code != 200:
+                    _raise_for(reply.status_code, (await reply.aread()).decode(errors="replace"))
+                async for line in reply.aiter_lines():
+                    if not line.startswith("data:") or line.strip() == "data: [DONE]":
                         continue
-                    event = json.loads(line[6:])
+                    event = json.loads(line[5:])
                     for choice in event.get("choices") or []:
                         if text := (choice.get("delta") or {}).get("content"):
                             yield text
                         if choice.get("finish_reason"):
-                            reason = "length" if choice["finish_reason"] == "length" else "stop"
+                            reason = _finish_reason(choice["finish_reason"])
                     if usage := event.get("usage"):
                         yield Finished(reason, usage["prompt_tokens"], usage["completion_tokens"])
+                        return
         except httpx.HTTPError as exc:
-            raise Unavailable(f"OpenAI-compatible server at {self._base_url}: {exc}") from None
+            raise _unreachable(self._client, exc) from None
+        raise Unavailable(f"OpenAI-compatible server at {self._client.base_url}: no usage")
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _call(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    try:
+        reply = await client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        raise _unreachable(client, exc) from None
+    if reply.status_code != 200:
+        _raise_for(reply.status_code, reply.text)
+    return reply.json()
+
+
+def _unreachable(client: httpx.AsyncClient, exc: httpx.HTTPError) -> Unavailable:
+    return Unavailable(f"OpenAI-compatible server at {client.base_url}: {exc!r}")
+
+
+def _raise_for(status: int, detail: str) -> None:
+    """The server's own refusal of a request is the caller's problem; anything else is ours."""
+    message = f"OpenAI-compatible server answered {status}: {detail[:500]}"
+    if status in (400, 422):
+        raise InvalidArgument(message)
+    raise Unavailable(message)
+
+
+def _choose_model(models: dict[str, Any], wanted: str, base_url: str) -> dict[str, Any]:
+    cards = models.get("data") or []
+    if not wanted and len(cards) == 1:
+        return cards[0]
+    for card in cards:
+        if card["id"] == wanted:
+            return card
+    served = ", ".join(c["id"] for c in cards) or "nothing"
+    raise Unavailable(
+        f"{base_url} serves {served}; set RAGPLANE_GENERATOR_OPENAI_MODEL to one of them"
+    )

@@ -9,10 +9,8 @@ from ragplane.telemetry import LATENCY_BUCKETS
 
 RUNNING = Gauge("ragplane_generator_running_requests", "Generations in flight.")
 CONCURRENCY_LIMIT = Gauge(
-    "ragplane_generator_concurrency_limit", "Most generations in flight before RESOURCE_EXHAUSTED."
-)
-DELTAS = Counter(
-    "ragplane_generator_stream_deltas", "Text deltas streamed; flat while requests run = stalled."
+    "ragplane_generator_concurrency_limit",
+    "Generations allowed in flight (RAGPLANE_GENERATOR_MAX_CONCURRENCY); more are refused.",
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "ragplane_generator_time_to_first_token_seconds",
@@ -33,7 +31,8 @@ PROMPT_TOKENS = Counter("ragplane_generator_prompt_tokens", "Prompt tokens proce
 COMPLETION_TOKENS = Counter("ragplane_generator_completion_tokens", "Tokens generated.")
 
 
-def observe_finished(event, seconds: float) -> None:
+def observe_finished(prompt_tokens: int, completion_tokens: int, seconds: float) -> None:
+    """Records one completed generation."""
     GENERATION_DURATION.observe(seconds)
-    PROMPT_TOKENS.inc(event.prompt_tokens)
-    COMPLETION_TOKENS.inc(event.completion_tokens)
+    PROMPT_TOKENS.inc(prompt_tokens)
+    COMPLETION_TOKENS.inc(completion_tokens)

