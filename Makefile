@@ -39,5 +39,8 @@ clean:
 	$(BIN)/ragplane down || true
 	rm -rf .ragplane
 
+# Full benchmarks (~15 min; indexes Debian's postgresql-doc-15 when it is installed),
+# then docs/performance.md from the report.
 bench: install
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.report

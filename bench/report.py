@@ -1,0 +1,117 @@
+# ruff: noqa: E501 - one table row per f-string reads better than wrapped fragments
+"""Renders a benchmark report (bench/results/*.json) as docs/performance.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.harness import ROOT
+
+
+def _spread(s: dict[str, float], fmt: str = "{:.2f}") -> str:
+    return (
+        f"{fmt.format(s['median'])} ({fmt.format(s['q1'])}–{fmt.format(s['q3'])}, {s['runs']} runs)"
+    )
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [
+        "# Performance",
+        "",
+        "Every number is a ratio against a baseline measured side by side in the same run on",
+        "the same machine (baseline and ours alternate, so drift hits both), by `make bench`",
+        "(`python -m bench.run`; `--smoke` is the seconds-long variant the test suite runs).",
+        "Medians, with the interquartile range in brackets where runs repeat.",
+        "",
+        f"Measured on commit `{r['commit']}`, {r['date']}, {r['machine']}, no GPU; report",
+        "`bench/results/latest.json`.",
+        "",
+        "| what | baseline | ragplane | ratio / overhead | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    e = r.get("embedder")
+    if e:
+        lines.append(
+            f"| embedder texts/s, {e['clients']} concurrent clients x {e['texts_per_request']} texts "
+            f"| in-process `encode`: {_spread(e['baseline'], '{:.0f}')} "
+            f"| service: {_spread(e['ours'], '{:.0f}')} | {_spread(e['ratio'])} | >= 0.95 "
+            f"| {'yes' if e['ratio']['median'] >= 0.95 else 'no'} |"
+        )
+    ret = r.get("retriever")
+    if ret:
+        for mode, m in ret["modes"].items():
+            lines.append(
+                f"| retriever {mode} search p50 / p99 (ms) | pymilvus: {m['direct_p50_ms']:.2f} / "
+                f"{m['direct_p99_ms']:.2f} | service: {m['service_p50_ms']:.2f} / "
+                f"{m['service_p99_ms']:.2f} | +{m['added_p50_ms']:.2f} ms at p50 | < 1 ms "
+                f"| {'yes' if m['added_p50_ms'] < 1 else 'no'} |"
+            )
+    g = r.get("generator")
+    if g and "1_streams" in g:
+        for count in ("1", "16"):
+            x = g[f"{count}_streams"]
+            tok, ttft = x["tokens_per_second_ratio"], x["ttft_ratio"]
+            lines.append(
+                f"| generator, {count} stream(s): tokens/s, TTFT (ms) | vLLM OpenAI server: "
+                f"{x['vllm_openai']['tokens_per_second']:.0f}, {x['vllm_openai']['ttft_ms_p50']:.0f} "
+                f"| service: {x['service']['tokens_per_second']:.0f}, {x['service']['ttft_ms_p50']:.0f} "
+                f"| {tok:.2f}x tokens/s, {ttft:.2f}x TTFT | within 5 % "
+                f"| {'yes' if tok >= 0.95 and ttft <= 1.05 else 'no'} |"
+            )
+    gw = r.get("gateway")
+    if gw:
+        lines.append(
+            f"| gateway's own time per Ask (ms) | sum of stages | total {gw['ask_total_ms_p50']:.0f} "
+            f"| {gw['gateway_own_ms_p50']:.2f} ms p50, {gw['gateway_own_ms_p99']:.2f} ms p99 | < 5 ms "
+            f"| {'yes' if gw['gateway_own_ms_p50'] < 5 else 'no'} |"
+        )
+    ix = r.get("indexing")
+    if ix:
+        lines.append(
+            f"| indexing chunks/s ({ix['corpus']}) | naive loop: {ix['naive_chunks_per_second']:.1f} "
+            f"| gateway: {ix['gateway_chunks_per_second']:.1f} | {ix['ratio']:.1f}x | >= 10x "
+            f"| {'yes' if ix['ratio'] >= 10 else 'no'} |"
+        )
+    lines += ["", "## Details", ""]
+    if e:
+        lines.append(
+            f"- Embedder: {e['texts']} texts; the dynamic batcher formed batches of "
+            f"{e['mean_batch_size']:.1f} texts on average."
+        )
+    if gw:
+        thr = ", ".join(f"{c}: {v:.2f}/s" for c, v in gw["asks_per_second_by_concurrency"].items())
+        lines.append(
+            f"- Gateway: Ask p50 {gw['ask_total_ms_p50']:.0f} ms with max_tokens {gw['max_tokens']}, "
+            f"time to first token {gw['client_ttft_ms_p50']:.0f} ms at the client "
+            f"({gw['generator_ttft_ms_p50']:.0f} ms inside the generator); throughput by concurrent "
+            f"askers: {thr}."
+        )
+    if ix:
+        growth = ", ".join(
+            f"{k}: {v['documents']} docs, {v['chunks']} chunks in {v['seconds']:.0f} s"
+            for k, v in ix["growth"].items()
+        )
+        lines.append(f"- Indexing growth: {growth}.")
+    lines.append(
+        "- Memory (MiB, resident, each process tree): at rest "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r["memory_mib_at_rest"].items())
+        + "; peak over the run "
+        + ", ".join(f"{k} {v:.0f}" for k, v in r["memory_mib_peak"].items())
+        + " (VmHWM summed over a tree: shared pages count twice)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    source = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "results" / "latest.json"
+    report = json.loads(source.read_text())
+    (ROOT / "docs" / "performance.md").write_text(render(report) + NOTES)
+
+
+NOTES = ""
+
+if __name__ == "__main__":
+    main()
