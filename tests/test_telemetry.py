@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -126,6 +128,23 @@ async def spans_of_trace(span_sink, root_name: str, want: set[str]):
     pytest.fail(f"no complete trace for {root_name}: {sorted({s.name for _, s in sink.spans})}")
 
 
+def trace_tree(spans) -> str:
+    """The trace as indented text: service, span, duration."""
+    children: dict[bytes, list] = {}
+    for svc, span in spans:
+        children.setdefault(span.parent_span_id, []).append((svc, span))
+    lines: list[str] = []
+
+    def walk(parent: bytes, depth: int) -> None:
+        for svc, span in sorted(children.get(parent, []), key=lambda x: x[1].start_time_unix_nano):
+            ms = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
+            lines.append(f"{svc:<20}{'  ' * depth}{span.name}  {ms:.1f} ms")
+            walk(span.span_id, depth + 1)
+
+    walk(b"", 0)
+    return "\n".join(lines) + "\n"
+
+
 async def test_an_ask_is_one_trace_across_every_service(traffic, span_sink):
     trace_id, spans = await spans_of_trace(
         span_sink, "ragplane.v1.GatewayService/AskUnary", SERVICES
@@ -146,6 +165,8 @@ async def test_an_ask_is_one_trace_across_every_service(traffic, span_sink):
         ("ragplane-generator", "generate"),
     ]:
         assert expected in names, f"{expected} missing from {sorted(names)}"
+    if dump := os.environ.get("RAGPLANE_TRACE_DUMP"):  # docs/observability.md shows one
+        await asyncio.to_thread(Path(dump).write_text, trace_tree(spans))
     generation = next(s for svc, s in spans if svc == "ragplane-generator" and s.name == "generate")
     attributes = {a.key: a.value for a in generation.attributes}
     assert attributes["ragplane.completion_tokens"].int_value > 0
