@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import groupby
 
 from ragplane.errors import InvalidArgument
@@ -15,12 +15,22 @@ from ragplane.gateway.loaders import LoadedDocument
 # Counts tokens of many texts in one call, special tokens included ([CLS]/[SEP] for BERT).
 TokenCounter = Callable[[list[str]], Awaitable[list[int]]]
 
-MAX_VERIFY_ROUNDS = 20
-_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+# Each verification round splits every chunk still over budget; a few rounds always do.
+MAX_VERIFY_ROUNDS = 32
+_BLOCK_SEPARATOR = "\n\n"
+# Coarsest first: lines (lists, code), sentences, words.
+_BOUNDARIES = (re.compile(r"\n"), re.compile(r"(?<=[.!?;:])\s+"), re.compile(r"\s+"))
+# Parts of a block too large for a chunk aim at a quarter of a chunk: small enough for
+# packing to fill chunks well, large enough to keep counting calls light.
+_PART_SHARE = 0.25
+# A chunk over budget after packing is split into parts that aim this far below it.
+_RESPLIT_SHARE = 0.8
 
 
 @dataclass(frozen=True)
 class ChunkDraft:
+    """A chunk before it has a vector: the fields of ragplane.v1.Chunk and its embed text."""
+
     doc_id: str
     title: str
     source: str
@@ -32,13 +42,18 @@ class ChunkDraft:
     embed_text: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Piece:
+    """A block, or a part of one too large for a chunk, with its count alone."""
+
     text: str
     tokens: int  # special tokens included
+    section: int  # index of its section in the document
+    separator: str  # what joins it to the piece before it in a chunk
 
 
 def document_hash(content: bytes) -> str:
+    """sha256 hex of a whole document: equal hashes mean unchanged content."""
     return hashlib.sha256(content).hexdigest()
 
 
@@ -48,6 +63,7 @@ def chunk_id(doc_id: str, position: int, content_hash: str) -> str:
 
 
 def embed_text(title: str, section: str, text: str) -> str:
+    """The text embedded for a chunk: title and section first, then the chunk text."""
     header = f"{title}\n{section}" if section else title
     return f"{header}\n\n{text}"
 
@@ -62,42 +78,35 @@ async def chunk_document(
 ) -> list[ChunkDraft]:
     """Chunks in document order; each chunk's embed_text counts at most `budget` tokens.
 
-    Blocks of one section are packed together while they fit; a block too large alone is
-    split into lines, sentences, then word windows. Sums of counts decide the packing and
-    one more counting call verifies it, since subword counts do not always add up.
+    Consecutive blocks of one section share a chunk while their summed counts fit; a block
+    too large alone is split into lines, sentences, then word windows. One call counts the
+    whole document, and one more verifies the chunks, since subword counts do not always
+    add up; chunks still over budget are split again until all fit.
     """
     sections = [
         (_section_name(doc.title, path), [b.text for b in blocks])
         for path, blocks in groupby(doc.blocks, key=lambda b: b.heading_path)
     ]
-    prefixes = [embed_text(doc.title, name, "") for name, _ in sections]
-    texts = [t for _, blocks in sections for t in blocks]
-    counts = await count_tokens(["", *prefixes])
-    overhead, prefix_counts = counts[0], counts[1:]
-
-    rooms: list[int] = []  # what one piece of each block may count alone
-    for prefix_tokens, (_, blocks) in zip(prefix_counts, sections, strict=True):
-        if prefix_tokens >= budget:
-            raise InvalidArgument(
-                f"chunk budget of {budget} tokens cannot hold the title and section of "
-                f"{doc_id!r} ({prefix_tokens} tokens); raise RAGPLANE_GATEWAY_CHUNK_TOKENS"
-            )
-        rooms.extend([budget - prefix_tokens + overhead] * len(blocks))
-    pieces = await _split_to_fit(texts, rooms, count_tokens)
-
-    drafts: list[str] = []
-    names: list[str] = []
-    start = 0
-    for prefix_tokens, (name, blocks) in zip(prefix_counts, sections, strict=True):
-        section_pieces = [p for group in pieces[start : start + len(blocks)] for p in group]
-        start += len(blocks)
-        for group in _pack(section_pieces, budget - prefix_tokens, overhead):
-            drafts.append("\n\n".join(p.text for p in group))
-            names.append(name)
-    drafts, names = await _verify(doc.title, drafts, names, budget, count_tokens)
+    names = [name for name, _ in sections]
+    pieces = [
+        _Piece(text, 0, index, _BLOCK_SEPARATOR)
+        for index, (_, texts) in enumerate(sections)
+        for text in texts
+    ]
+    if not pieces:
+        return []
+    # One call: the special tokens alone (an empty text), each section's prefix, each block.
+    prefixes = [embed_text(doc.title, name, "") for name in names]
+    counts = await count_tokens(["", *prefixes, *(p.text for p in pieces)])
+    overhead, block_counts = counts[0], counts[1 + len(names) :]
+    rooms = _rooms(counts[1 : 1 + len(names)], names, budget, doc_id)
+    pieces = [replace(p, tokens=n) for p, n in zip(pieces, block_counts, strict=True)]
+    pieces = await _split_oversized(pieces, rooms, overhead, count_tokens, doc_id)
+    checker = _Chunks(doc.title, names, rooms, overhead, budget, doc_id)
+    groups = await checker.verify(_pack(pieces, rooms, overhead), count_tokens)
     return [
-        _draft(doc_id, doc.title, source, name, position, text)
-        for position, (name, text) in enumerate(zip(names, drafts, strict=True))
+        _draft(doc_id, doc.title, source, names[group[0].section], position, _joined(group))
+        for position, group in enumerate(groups)
     ]
 
 
@@ -108,107 +117,176 @@ def _section_name(title: str, heading_path: tuple[str, ...]) -> str:
     return " > ".join(heading_path)
 
 
-def _pack(pieces: list[_Piece], room: int, overhead: int) -> list[list[_Piece]]:
-    """Greedy: consecutive pieces share a chunk while their summed counts fit `room`."""
-    groups: list[list[_Piece]] = []
-    current: list[_Piece] = []
-    used = 0
-    for piece in pieces:
-        cost = piece.tokens - overhead
-        if current and used + cost > room:
-            groups.append(current)
-            current, used = [], 0
-        current.append(piece)
-        used += cost
-    if current:
-        groups.append(current)
-    return groups
+def _rooms(prefix_counts: list[int], names: list[str], budget: int, doc_id: str) -> list[int]:
+    """Tokens of chunk text (special tokens excluded) each section's prefix leaves free."""
+    for name, tokens in zip(names, prefix_counts, strict=True):
+        if tokens >= budget:
+            raise InvalidArgument(
+                f"chunk budget of {budget} tokens cannot hold the title and section "
+                f"{name!r} of document {doc_id!r} ({tokens} tokens); shorten them or raise "
+                "RAGPLANE_GATEWAY_CHUNK_TOKENS"
+            )
+    return [budget - tokens for tokens in prefix_counts]
 
 
-async def _split_to_fit(
-    texts: list[str], limits: list[int], count_tokens: TokenCounter
-) -> list[list[_Piece]]:
-    """For each text, pieces in order that each count at most its limit (one call a level)."""
-    counts = await count_tokens(texts) if texts else []
-    result: list[list[_Piece]] = []
-    oversized: list[int] = []
-    for i, (text, tokens) in enumerate(zip(texts, counts, strict=True)):
-        result.append([_Piece(text, tokens)])
-        if tokens > limits[i]:
-            oversized.append(i)
-    if not oversized:
-        return result
-    parts = [_split_once(texts[i], counts[i], limits[i]) for i in oversized]
-    flat = [p for group in parts for p in group]
-    flat_limits = [limits[i] for i, group in zip(oversized, parts, strict=True) for _ in group]
-    fitted = await _split_to_fit(flat, flat_limits, count_tokens)
-    k = 0
-    for i, group in zip(oversized, parts, strict=True):
-        result[i] = [p for j in range(len(group)) for p in fitted[k + j]]
-        k += len(group)
-    return result
+async def _split_oversized(
+    pieces: list[_Piece], rooms: list[int], overhead: int, count_tokens: TokenCounter, doc_id: str
+) -> list[_Piece]:
+    """Splits pieces too large for a chunk until each fits alone; one call a level."""
+    while True:
+        result: list[_Piece] = []
+        uncounted: list[int] = []
+        for piece in pieces:
+            room = rooms[piece.section]
+            if piece.tokens - overhead <= room:
+                result.append(piece)
+                continue
+            parts = _split(piece.text, piece.tokens - overhead, room * _PART_SHARE, doc_id)
+            for k, (separator, text) in enumerate(parts):
+                uncounted.append(len(result))
+                if k == 0:
+                    separator = piece.separator  # joins what came before, as the piece did
+                result.append(replace(piece, text=text, separator=separator))
+        if not uncounted:
+            return result
+        counts = await count_tokens([result[i].text for i in uncounted])
+        for i, tokens in zip(uncounted, counts, strict=True):
+            result[i] = replace(result[i], tokens=tokens)
+        pieces = result
 
 
-def _split_once(text: str, tokens: int, limit: int) -> list[str]:
-    """Splits at the coarsest boundary available: lines, sentences, words, characters."""
-    for pattern, joiner in (("\n", "\n"), (_SENTENCE_END, " ")):
-        parts = [p for p in re.split(pattern, text) if p.strip()]
+def _split(text: str, tokens: int, aim: float, doc_id: str) -> list[tuple[str, str]]:
+    """Splits at the coarsest boundary that has any, into (separator, part) pairs whose
+    estimated counts stay under `aim`; separators keep the original whitespace."""
+    per_char = tokens / max(1, len(text))
+    for boundary in _BOUNDARIES:
+        parts = _parts(text, boundary)
         if len(parts) > 1:
-            return _group(parts, joiner, tokens / max(1, len(text)), limit)
-    words = text.split()
-    # Aim under the limit: the share of words the limit allows, with a margin.
-    share = max(1, int(len(words) * limit * 0.9 / tokens))
-    if len(words) > 1:
-        share = min(share, len(words) - 1)
-        return [" ".join(words[i : i + share]) for i in range(0, len(words), share)]
-    chars = max(1, min(len(text) - 1, int(len(text) * limit * 0.9 / tokens)))
-    return [text[i : i + chars] for i in range(0, len(text), chars)]
+            return _regroup(parts, per_char, aim)
+    if len(text) < 2:
+        raise InvalidArgument(
+            f"document {doc_id!r} has text that does not fit a chunk even one character at a "
+            "time; shorten its title and headings or raise RAGPLANE_GATEWAY_CHUNK_TOKENS"
+        )
+    size = max(1, min(len(text) - 1, int(aim / per_char)))
+    return [("", text[i : i + size]) for i in range(0, len(text), size)]
 
 
-def _group(parts: list[str], joiner: str, tokens_per_char: float, limit: int) -> list[str]:
-    """Re-joins consecutive parts while their estimated count stays well under the limit:
-    one level of splitting then usually yields pieces that already fit."""
-    groups: list[str] = []
-    current: list[str] = []
-    estimate = 0.0
-    for part in parts:
-        cost = len(part) * tokens_per_char
-        if current and estimate + cost > limit * 0.8:
-            groups.append(joiner.join(current))
-            current, estimate = [], 0.0
-        current.append(part)
-        estimate += cost
-    groups.append(joiner.join(current))
+def _parts(text: str, boundary: re.Pattern[str]) -> list[tuple[str, str]]:
+    parts: list[tuple[str, str]] = []
+    pending = ""  # separator (and blank parts) before the next part
+    start = 0
+    for match in boundary.finditer(text):
+        pending = _add_part(parts, pending, text[start : match.start()]) + match.group()
+        start = match.end()
+    _add_part(parts, pending, text[start:])
+    return parts
+
+
+def _add_part(parts: list[tuple[str, str]], separator: str, part: str) -> str:
+    """Appends a non-blank part; returns the separator still waiting for one."""
+    if part.strip():
+        parts.append((separator, part))
+        return ""
+    return separator + part
+
+
+def _regroup(parts: list[tuple[str, str]], per_char: float, aim: float) -> list[tuple[str, str]]:
+    """Re-joins consecutive parts while their estimated count stays under `aim`."""
+    groups: list[tuple[str, str]] = []
+    for separator, part in parts:
+        if groups and (len(groups[-1][1]) + len(separator) + len(part)) * per_char <= aim:
+            first_separator, text = groups[-1]
+            groups[-1] = (first_separator, text + separator + part)
+        else:
+            groups.append((separator, part))
     return groups if len(groups) > 1 else parts
 
 
-async def _verify(
-    title: str, drafts: list[str], names: list[str], budget: int, count_tokens: TokenCounter
-) -> tuple[list[str], list[str]]:
-    """Counts the assembled embed_texts and re-splits any that exceed the budget."""
-    for _ in range(MAX_VERIFY_ROUNDS):
-        counts = await count_tokens(
-            [embed_text(title, n, d) for n, d in zip(names, drafts, strict=True)]
+def _pack(pieces: list[_Piece], rooms: list[int], overhead: int) -> list[list[_Piece]]:
+    """Greedy: consecutive pieces of a section share a chunk while their counts fit."""
+    groups: list[list[_Piece]] = []
+    used = 0
+    for piece in pieces:
+        cost = piece.tokens - overhead
+        current = groups[-1] if groups else []
+        if current and current[0].section == piece.section and used + cost <= rooms[piece.section]:
+            current.append(piece)
+            used += cost
+        else:
+            groups.append([piece])
+            used = cost
+    return groups
+
+
+@dataclass(frozen=True)
+class _Chunks:
+    """Verifies assembled chunks against the real count and splits those over budget."""
+
+    title: str
+    names: list[str]  # section names, by section index
+    rooms: list[int]  # chunk text tokens each section leaves free
+    overhead: int  # special tokens of one text
+    budget: int
+    doc_id: str
+
+    async def verify(
+        self, groups: list[list[_Piece]], count_tokens: TokenCounter
+    ) -> list[list[_Piece]]:
+        """Counts every chunk once, then only the chunks that splitting produced."""
+        counts = await count_tokens([self._embed_text(g) for g in groups])
+        for _ in range(MAX_VERIFY_ROUNDS):
+            if all(c <= self.budget for c in counts):
+                return groups
+            groups, counts = self._split_over(groups, counts)
+            uncounted = [i for i, c in enumerate(counts) if c < 0]
+            recounted = await count_tokens([self._embed_text(groups[i]) for i in uncounted])
+            for i, tokens in zip(uncounted, recounted, strict=True):
+                counts[i] = tokens
+        raise InvalidArgument(
+            f"document {self.doc_id!r} could not be split into chunks of at most {self.budget} "
+            "tokens; raise RAGPLANE_GATEWAY_CHUNK_TOKENS"
         )
-        over = [i for i, c in enumerate(counts) if c > budget]
-        if not over:
-            return drafts, names
-        new_drafts, new_names = [], []
-        for i, (draft, name) in enumerate(zip(drafts, names, strict=True)):
-            if i not in over:
-                new_drafts.append(draft)
-                new_names.append(name)
-                continue
-            parts = draft.split("\n\n")
-            if len(parts) == 1:
-                parts = _split_once(draft, counts[i], budget)
-            mid = max(1, len(parts) // 2)
-            for half in (parts[:mid], parts[mid:]):
-                if half:
-                    new_drafts.append("\n\n".join(half))
-                    new_names.append(name)
-        drafts, names = new_drafts, new_names
-    raise InvalidArgument(f"cannot split a chunk of {title!r} under {budget} tokens")
+
+    def _split_over(
+        self, groups: list[list[_Piece]], counts: list[int]
+    ) -> tuple[list[list[_Piece]], list[int]]:
+        """Splits each chunk over budget in place of itself; new chunks count -1 (unknown)."""
+        new_groups: list[list[_Piece]] = []
+        new_counts: list[int] = []
+        for group, tokens in zip(groups, counts, strict=True):
+            if tokens <= self.budget:
+                new_groups.append(group)
+                new_counts.append(tokens)
+            else:
+                parts = self._split_group(group, tokens)
+                new_groups.extend(parts)
+                new_counts.extend([-1] * len(parts))
+        return new_groups, new_counts
+
+    def _split_group(self, group: list[_Piece], tokens: int) -> list[list[_Piece]]:
+        """Two chunks from a chunk of several pieces; from a single piece, its parts."""
+        room = self.rooms[group[0].section]
+        excess = tokens - self.budget
+        if len(group) > 1:
+            # The sums undercounted by `excess`: keep the pieces that fit that much less.
+            keep, used = 0, 0
+            for piece in group[:-1]:
+                used += piece.tokens - self.overhead
+                if keep and used > room - excess:
+                    break
+                keep += 1
+            return [group[:keep], group[keep:]]
+        piece = group[0]
+        parts = _split(piece.text, room + excess, room * _RESPLIT_SHARE, self.doc_id)
+        return [[replace(piece, text=text, separator=sep, tokens=-1)] for sep, text in parts]
+
+    def _embed_text(self, group: list[_Piece]) -> str:
+        return embed_text(self.title, self.names[group[0].section], _joined(group))
+
+
+def _joined(group: list[_Piece]) -> str:
+    return group[0].text + "".join(p.separator + p.text for p in group[1:])
 
 
 def _draft(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+
+from bs4 import BeautifulSoup, CData, NavigableString, PageElement, Tag
 
 from ragplane.errors import InvalidArgument
 
 SUPPORTED_MEDIA_TYPES = ("text/markdown", "text/html", "text/plain")
+_MEDIA_TYPE_ALIASES = {"text/x-markdown": "text/markdown", "application/xhtml+xml": "text/html"}
 _SUFFIXES = {
     ".md": "text/markdown",
     ".markdown": "text/markdown",
@@ -16,17 +20,33 @@ _SUFFIXES = {
     ".htm": "text/html",
     ".txt": "text/plain",
 }
-_ATX_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_SETEXT_UNDERLINE = re.compile(r"^(=+|-+)\s*$")
-_FENCE = re.compile(r"^(```|~~~)")
-_LIST_ITEM = re.compile(r"^\s*([-*+]|\d+[.)])\s+")
-_HTML_BLOCKS = ("p", "li", "pre", "td", "th", "dd", "dt", "blockquote", "figcaption")
-_HTML_DROP = ("script", "style", "nav", "footer", "header", "noscript", "template")
+_MAX_PLAIN_TITLE = 80
+
+_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_SETEXT_UNDERLINE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_THEMATIC_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+# A backtick fence's info string may not contain backticks (that is inline code).
+_FENCE_OPEN = re.compile(r"^ {0,3}(`{3,}(?=[^`]*$)|~{3,})")
+_LIST_ITEM = re.compile(r"^[ \t]*([-*+]|\d{1,9}[.)])([ \t]+|$)")
+_INDENTED_CODE = re.compile(r"^( {4}|\t)")
+_BLOCKQUOTE = re.compile(r"^ {0,3}> ?")
+_FRONT_MATTER_LINE = re.compile(r"^([\w-]+\s*:|[ \t]|-|#|$)")
+_FRONT_MATTER_TITLE = re.compile(r"^title\s*:\s*(.+?)\s*$")
+
+_HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
+_HTML_BLOCKS = frozenset(
+    {"p", "li", "dt", "dd", "blockquote", "figcaption", "caption", "address", "summary"}
+)
+_HTML_DROP = ("script", "style", "nav", "footer", "noscript", "template", "svg", "iframe")
+_HTML_INLINE = frozenset(
+    "a abbr b bdi bdo cite code data del dfn em i img ins kbd label mark q s samp small span"
+    " strong sub sup time u var wbr".split()
+)
 
 
 @dataclass(frozen=True)
 class Block:
-    """A paragraph, list, code block or table cell under its heading path."""
+    """A paragraph, list, code block or table row under its heading path."""
 
     heading_path: tuple[str, ...]
     text: str
@@ -34,32 +54,60 @@ class Block:
 
 @dataclass(frozen=True)
 class LoadedDocument:
+    """A document's title and its blocks in reading order."""
+
     title: str
     blocks: list[Block]
 
 
 def guess_media_type(source: str) -> str:
-    return _SUFFIXES.get(PurePosixPath(source).suffix.lower(), "text/plain")
+    """Media type from the file extension of a path or URL; plain text when unknown."""
+    path = source.split("?", 1)[0].split("#", 1)[0]
+    return _SUFFIXES.get(PurePosixPath(path).suffix.lower(), "text/plain")
 
 
 def load_document(content: bytes, media_type: str, source: str, title: str = "") -> LoadedDocument:
-    """Decodes and parses a document; bad input raises InvalidArgument naming the document."""
-    if media_type not in SUPPORTED_MEDIA_TYPES:
-        raise InvalidArgument(
-            f"document {source!r} has media type {media_type!r}; supported: "
-            + ", ".join(SUPPORTED_MEDIA_TYPES)
-        )
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidArgument(f"document {source!r} is not valid UTF-8 text: {exc}") from None
-    if not text.strip():
-        raise InvalidArgument(f"document {source!r} is empty")
-    parse = {"text/markdown": _markdown, "text/html": _html, "text/plain": _plain}[media_type]
+    """Decodes and parses a document; bad input raises InvalidArgument naming the document.
+
+    The title is `title` when given, else the document's own (first H1, <title>, front
+    matter or first short line), else the file name without its extension.
+    """
+    parse = _parser(media_type, source)
+    text = _decode(content, source)
     found_title, blocks = parse(text)
     if not blocks:
-        raise InvalidArgument(f"document {source!r} has no text")
-    return LoadedDocument(title or found_title or PurePosixPath(source).stem, blocks)
+        raise InvalidArgument(
+            f"document {source!r} has no text once markup is removed; send a document with "
+            "prose, lists or code"
+        )
+    return LoadedDocument(_prose(title) or found_title or PurePosixPath(source).stem, blocks)
+
+
+def _parser(media_type: str, source: str) -> Callable[[str], tuple[str, list[Block]]]:
+    base = media_type.split(";", 1)[0].strip().lower()
+    base = _MEDIA_TYPE_ALIASES.get(base, base)
+    parsers = {"text/markdown": _markdown, "text/html": _html, "text/plain": _plain}
+    if base not in parsers:
+        raise InvalidArgument(
+            f"document {source!r} has unsupported media type {media_type!r}; supported: "
+            + ", ".join(SUPPORTED_MEDIA_TYPES)
+        )
+    return parsers[base]
+
+
+def _decode(content: bytes, source: str) -> str:
+    try:
+        # utf-8-sig: a leading byte-order mark would otherwise hide the first heading.
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidArgument(
+            f"document {source!r} is not valid UTF-8 text: {exc}; convert it to UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise InvalidArgument(f"document {source!r} contains NUL bytes; is it a binary file?")
+    if not text.strip():
+        raise InvalidArgument(f"document {source!r} is empty; send a document with text")
+    return text
 
 
 def _prose(text: str) -> str:
@@ -69,10 +117,10 @@ def _prose(text: str) -> str:
 class _Sections:
     """Tracks the heading path while blocks are collected."""
 
-    def __init__(self) -> None:
+    def __init__(self, title: str = "") -> None:
         self.path: list[tuple[int, str]] = []
         self.blocks: list[Block] = []
-        self.title = ""
+        self.title = title
 
     def heading(self, level: int, text: str) -> None:
         text = _prose(text)
@@ -84,84 +132,222 @@ class _Sections:
             self.path.pop()
         self.path.append((level, text))
 
-    def add(self, text: str, *, verbatim: bool = False, lines: bool = False) -> None:
-        """Adds a block: code verbatim, lists one item per line, prose collapsed."""
-        if verbatim:
-            text = text.strip("\n")
-        elif lines:
-            text = "\n".join(_prose(x) for x in text.splitlines() if x.strip())
-        else:
-            text = _prose(text)
+    def add(self, text: str) -> None:
+        """Adds a block whose text is already normalised (prose collapsed, code verbatim)."""
         if text.strip():
             self.blocks.append(Block(tuple(h for _, h in self.path), text))
 
 
+# --- Markdown ---------------------------------------------------------------------------
+
+
 def _markdown(text: str) -> tuple[str, list[Block]]:
-    sections = _Sections()
-    lines = text.splitlines()
-    paragraph: list[str] = []
+    return _MarkdownReader(text).read()
 
-    def flush() -> None:
-        if paragraph:
-            is_list = all(_LIST_ITEM.match(x) or x.startswith((" ", "\t")) for x in paragraph)
-            sections.add("\n".join(paragraph), lines=is_list)
-            paragraph.clear()
 
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if _FENCE.match(line.strip()):
-            flush()
-            fence = line.strip()[:3]
-            code = [line]
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence):
-                code.append(lines[i])
-                i += 1
-            code.append(lines[i] if i < len(lines) else fence)
-            sections.add("\n".join(code), verbatim=True)
+class _MarkdownReader:
+    """A line scanner for the block structure of Markdown (CommonMark's common cases)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.i = 0
+        self.sections = _Sections(self._front_matter_title())
+        self.paragraph: list[str] = []
+        self.listing = False  # the open paragraph is a list
+
+    def read(self) -> tuple[str, list[Block]]:
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            self.i += 1
+            self._line(line)
+        self._flush()
+        return self.sections.title, self.sections.blocks
+
+    def _line(self, line: str) -> None:
+        if fence := _FENCE_OPEN.match(line):
+            self._flush()
+            self._fenced_code(line, fence.group(1))
         elif heading := _ATX_HEADING.match(line):
-            flush()
-            sections.heading(len(heading.group(1)), heading.group(2))
-        elif (
-            line.strip()
-            and i + 1 < len(lines)
-            and _SETEXT_UNDERLINE.match(lines[i + 1])
-            and not paragraph
-        ):
-            sections.heading(1 if lines[i + 1].startswith("=") else 2, line)
-            i += 1
+            self._flush()
+            self.sections.heading(len(heading.group(1)), heading.group(2) or "")
+        elif self.paragraph and not self.listing and _SETEXT_UNDERLINE.match(line):
+            text, self.paragraph = " ".join(self.paragraph), []
+            self.sections.heading(1 if line.strip()[0] == "=" else 2, text)
+        elif _THEMATIC_BREAK.match(line):
+            self._flush()
         elif not line.strip():
-            flush()
+            if not (self.listing and self._list_continues()):
+                self._flush()
+        elif self._starts_item(line):
+            if not self.listing:
+                self._flush()
+                self.listing = True
+            self.paragraph.append(line)
+        elif not self.paragraph and _INDENTED_CODE.match(line):
+            self._indented_code(line)
         else:
-            paragraph.append(line)
-        i += 1
-    flush()
-    return sections.title, sections.blocks
+            self.paragraph.append(line)
+
+    def _starts_item(self, line: str) -> bool:
+        """A list item; inside prose only "-", "*", "+" or "1." start a list, so a wrapped
+        line that happens to begin with "2024." stays in its paragraph."""
+        item = _LIST_ITEM.match(line)
+        if not item or self.listing or not self.paragraph:
+            return bool(item)
+        return item.group(1)[0] in "-*+" or item.group(1)[:-1] == "1"
+
+    def _front_matter_title(self) -> str:
+        """Skips YAML front matter (between --- lines) and returns its title, if any."""
+        if not self.lines or self.lines[0].strip() != "---":
+            return ""
+        for end in range(1, len(self.lines)):
+            line = self.lines[end]
+            if line.strip() in ("---", "..."):
+                self.i = end + 1
+                meta = (_FRONT_MATTER_TITLE.match(x) for x in self.lines[1:end])
+                return next((m.group(1).strip("'\"") for m in meta if m), "")
+            if not _FRONT_MATTER_LINE.match(line):
+                return ""  # not YAML: a thematic break that opens the document
+        return ""
+
+    def _list_continues(self) -> bool:
+        """A blank line inside a list: the list goes on if an item or indented text follows.
+        Skips the blank lines, so a long run of them is read once."""
+        while self.i < len(self.lines) and not self.lines[self.i].strip():
+            self.i += 1
+        following = self.lines[self.i] if self.i < len(self.lines) else ""
+        return bool(_LIST_ITEM.match(following) or following[:1] in (" ", "\t"))
+
+    def _fenced_code(self, opening: str, fence: str) -> None:
+        closing = re.compile(rf"^ {{0,3}}{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$")
+        code = [opening]
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            self.i += 1
+            code.append(line)
+            if closing.match(line):
+                break
+        else:
+            code.append(fence)  # unclosed: the fence runs to the end of the document
+        self.sections.add("\n".join(code))
+
+    def _indented_code(self, first: str) -> None:
+        code = [first]
+        while self.i < len(self.lines):
+            line = self.lines[self.i]
+            if line.strip() and not _INDENTED_CODE.match(line):
+                break
+            code.append(line)
+            self.i += 1
+        dedented = [x[1:] if x.startswith("\t") else x[4:] for x in code]
+        self.sections.add("\n".join(dedented).rstrip())
+
+    def _flush(self) -> None:
+        lines, self.paragraph = self.paragraph, []
+        listing, self.listing = self.listing, False
+        if not lines:
+            return
+        if listing:
+            self.sections.add("\n".join(_list_items(lines)))
+        elif all(x.lstrip().startswith("|") for x in lines):
+            self.sections.add("\n".join(_prose(x) for x in lines))  # a table: a row a line
+        else:
+            self.sections.add(_prose(" ".join(_BLOCKQUOTE.sub("", x) for x in lines)))
+
+
+def _list_items(lines: list[str]) -> list[str]:
+    """One line per item, nested items keep their indentation, wrapped lines are joined."""
+    items: list[str] = []
+    for line in lines:
+        if _LIST_ITEM.match(line) or not items:
+            indent = line[: len(line) - len(line.lstrip())].replace("\t", "    ")
+            items.append(indent + _prose(line))
+        else:
+            items[-1] += " " + _prose(line)
+    return items
+
+
+# --- HTML -------------------------------------------------------------------------------
 
 
 def _html(text: str) -> tuple[str, list[Block]]:
-    from bs4 import BeautifulSoup
-
     soup = BeautifulSoup(text, "html.parser")
     for tag in soup(list(_HTML_DROP)):
         tag.decompose()
-    sections = _Sections()
+    for tag in soup("header"):
+        # A page header without headings is chrome (logo, links); an article's keeps its H1.
+        if not tag.find(list(_HTML_HEADINGS)):
+            tag.decompose()
     title = _prose(soup.title.get_text()) if soup.title else ""
-    body = soup.body or soup
-    for element in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", *_HTML_BLOCKS]):
-        if element.name[0] == "h" and element.name[1:].isdigit():
-            sections.heading(int(element.name[1]), element.get_text(" "))
-        elif element.name == "pre":
-            sections.add(element.get_text(), verbatim=True)
-        elif not element.find_parent(["pre", *_HTML_BLOCKS]):
-            # Nested blocks (a <p> inside an <li>) count once, with their parent.
-            sections.add(element.get_text(" "))
-    return title or sections.title, sections.blocks
+    for tag in soup(["head", "title"]):
+        tag.decompose()
+    reader = _HtmlReader()
+    try:
+        reader.read(soup.body or soup)
+    except RecursionError:
+        raise InvalidArgument("HTML nests too deeply to read; simplify the markup") from None
+    return title or reader.sections.title, reader.sections.blocks
+
+
+class _HtmlReader:
+    """Walks the tree: headings open sections, block elements and table rows become blocks,
+    and loose text between them (inside a <div>, say) becomes a block of its own."""
+
+    def __init__(self) -> None:
+        self.sections = _Sections()
+        self.loose: list[str] = []
+
+    def read(self, node: Tag) -> None:
+        for child in node.children:
+            if isinstance(child, Tag):
+                self._element(child)
+            elif _is_text(child):
+                self.loose.append(str(child))
+        self._flush()
+
+    def _element(self, element: Tag) -> None:
+        name = element.name
+        if name in _HTML_INLINE or name == "br":
+            self.loose.append(_html_text(element))
+            return
+        self._flush()
+        if name in _HTML_HEADINGS:
+            self.sections.heading(_HTML_HEADINGS[name], _html_text(element))
+        elif name == "pre":
+            self.sections.add(element.get_text().strip("\n"))
+        elif name == "tr":
+            cells = [_prose(_html_text(c)) for c in element.find_all(["td", "th"], recursive=False)]
+            self.sections.add(" | ".join(c for c in cells if c))
+        elif name in _HTML_BLOCKS:
+            self.sections.add(_prose(_html_text(element)))
+        else:
+            self.read(element)
+
+    def _flush(self) -> None:
+        text, self.loose = _prose("".join(self.loose)), []
+        self.sections.add(text)
+
+
+def _is_text(node: object) -> bool:
+    # Comments, doctypes and processing instructions are NavigableStrings too.
+    return type(node) in (NavigableString, CData)
+
+
+def _html_text(node: PageElement) -> str:
+    """Text with a space where a block boundary or <br> separates words, none inside words."""
+    if not isinstance(node, Tag):
+        return str(node) if _is_text(node) else ""
+    if node.name == "br":
+        return " "
+    inner = "".join(_html_text(child) for child in node.children)
+    return inner if node.name in _HTML_INLINE else f" {inner} "
+
+
+# --- Plain text -------------------------------------------------------------------------
 
 
 def _plain(text: str) -> tuple[str, list[Block]]:
-    paragraphs = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-    first = paragraphs[0].strip().splitlines()[0].strip() if paragraphs else ""
-    title = first if len(first) <= 80 else ""
-    return title, [Block((), _prose(p)) for p in paragraphs]
+    paragraphs = [_prose(p) for p in re.split(r"\n[ \t\r\f\v]*\n", text) if p.strip()]
+    first_line = text.strip().splitlines()[0].strip() if paragraphs else ""
+    title = _prose(first_line) if len(first_line) <= _MAX_PLAIN_TITLE else ""
+    return title, [Block((), p) for p in paragraphs]
