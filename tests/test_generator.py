@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from ragplane.errors import ConfigError
+from ragplane.files import sha256_file
 from ragplane.generator import openai_server
 from ragplane.generator.model import (
     MANIFEST,
@@ -28,7 +29,6 @@ from ragplane.generator.model import (
     WEIGHTS,
     ensure_hf_model,
     mounted_model,
-    sha256_file,
     verify,
 )
 from ragplane.generator.server import GeneratorSettings

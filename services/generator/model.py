@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragplane.errors import ConfigError
+from ragplane.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ class ModelFolder:
     model_id: str
     revision: str
     weights_sha256: str
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while data := f.read(block):
-            digest.update(data)
-    return digest.hexdigest()
 
 
 def weights_sha256(folder: Path) -> str:

@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -89,25 +90,31 @@ class _Observed:
         # The access log: inside the server span, so the line carries the trace id.
         access_log.info("%s %s %.1f ms", self._full_method, code.name, elapsed * 1000)
 
+    @asynccontextmanager
+    async def _observed(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """The call's span and metrics; an exception from the body becomes its status."""
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        with telemetry.server_span(self._full_method, context.invocation_metadata()) as span:
+            try:
+                yield
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - every error becomes a status
+                code, message = status_of(exc)
+                span.set_status(trace.StatusCode.ERROR, message)
+                await context.abort(code, message)
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                self._record(code, started)
+
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started, code = time.perf_counter(), grpc.StatusCode.OK
-            with telemetry.server_span(self._full_method, context.invocation_metadata()) as span:
-                try:
-                    return await behavior(request, context)
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:  # noqa: BLE001 - every error becomes a status
-                    code, message = status_of(exc)
-                    span.set_status(trace.StatusCode.ERROR, message)
-                    await context.abort(code, message)
-                finally:
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    self._record(code, started)
+            async with self._observed(context):
+                return await behavior(request, context)
 
         return guarded
 
@@ -115,24 +122,9 @@ class _Observed:
         self, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started, code = time.perf_counter(), grpc.StatusCode.OK
-            with telemetry.server_span(self._full_method, context.invocation_metadata()) as span:
-                try:
-                    async for item in behavior(request, context):
-                        yield item
-                except grpc.aio.AbortError:
-                    code = context.code() or grpc.StatusCode.UNKNOWN
-                    raise
-                except asyncio.CancelledError:
-                    code = grpc.StatusCode.CANCELLED
-                    raise
-                except Exception as exc:  # noqa: BLE001 - every error becomes a status
-                    code, message = status_of(exc)
-                    span.set_status(trace.StatusCode.ERROR, message)
-                    await context.abort(code, message)
-                finally:
-                    span.set_attribute("rpc.grpc.status_code", code.value[0])
-                    self._record(code, started)
+            async with self._observed(context):
+                async for item in behavior(request, context):
+                    yield item
 
         return guarded
 
