@@ -64,6 +64,7 @@ class LoadedModel:
     def __init__(self, settings: EmbedderSettings) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers import AutoTokenizer
 
         folder = resolve_model_folder(settings.pin)
         verify_weights(folder, settings.pin)
@@ -72,7 +73,10 @@ class LoadedModel:
             device = "cuda:0" if torch.cuda.is_available() else "cpu"
         self.device = device
         self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
-        self.tokenizer = self.model.tokenizer
+        # A tokenizer of its own for counting: a fast tokenizer keeps padding and
+        # truncation settings as state, so sharing the model's across threads corrupts
+        # the batch the model is encoding at the same time.
+        self._counting_tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.max_sequence_length = int(self.model.max_seq_length)
         self.identity = common_pb2.EmbeddingModel(
             id=settings.pin.model_id,
@@ -92,7 +96,7 @@ class LoadedModel:
         )
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        encoded = self.tokenizer(texts, add_special_tokens=True, truncation=False)
+        encoded = self._counting_tokenizer(texts, add_special_tokens=True, truncation=False)
         return [len(ids) for ids in encoded["input_ids"]]
 
 
