@@ -251,6 +251,23 @@ async def test_embedder_refuses_text_longer_than_the_model_takes(channels):
     assert "at most 256" in err.value.details()
 
 
+async def test_concurrent_embedding_and_token_counting_do_not_interfere(channels):
+    """Embed batches and Tokenize calls run on different threads of one embedder. (The race
+    this guards against, shared tokenizer state, shows under load only by chance.)"""
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(channels["embedder"])
+    # Uneven lengths: a batch needs padding, a count must not have it.
+    texts = [f"sentence number {i} " + "word " * (i * 7 % 200) for i in range(32)]
+    calls = []
+    for _ in range(24):
+        calls.append(embedder.Embed(embedder_pb2.EmbedRequest(texts=texts), timeout=T))
+        calls.append(embedder.Tokenize(embedder_pb2.TokenizeRequest(texts=texts), timeout=T))
+    replies = await asyncio.gather(*calls)
+    for reply in replies[0::2]:
+        assert len(reply.embeddings) == len(texts)
+    counts = {tuple(reply.token_counts) for reply in replies[1::2]}
+    assert len(counts) == 1  # the same texts always count the same
+
+
 async def test_cancelled_ask_frees_the_generator(gateway, channels, handbook):
     generator = generator_pb2_grpc.GeneratorServiceStub(channels["generator"])
     q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
