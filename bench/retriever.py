@@ -44,7 +44,7 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
     embedded = await embedder.Embed(embedder_pb2.EmbedRequest(texts=QUESTIONS), timeout=60)
     vectors = [list(e.values) for e in embedded.embeddings]
     client = MilvusClient(uri=f"http://{bench.layout.address('milvus')}")
-    top_k, rounds = 5, (2 if bench.smoke else 25)
+    top_k, rounds = 5, (2 if bench.smoke else 10)
 
     def direct(mode: str, i: int) -> None:
         dense = AnnSearchRequest(
