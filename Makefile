@@ -39,7 +39,7 @@ clean:
 	$(BIN)/ragplane down || true
 	rm -rf .ragplane
 
-# Full benchmarks (~15 min; indexes Debian's postgresql-doc-15 when it is installed),
+# Full benchmarks (~12 min; indexes part of Debian's postgresql-doc-15 when installed),
 # then docs/performance.md from the report.
 bench: install
 	$(BIN)/python -m bench.run
