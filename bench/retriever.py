@@ -8,6 +8,7 @@ from typing import Any
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
 
 from bench.harness import Bench, Stopwatch, percentile
+from ragplane.retriever.store import CHUNK_FIELDS
 from ragplane.v1 import (
     embedder_pb2,
     embedder_pb2_grpc,
@@ -24,17 +25,6 @@ QUESTIONS = [
     "how often are database passwords rotated",
     "--legacy-auth replacement",
     "on-call handoff time",
-]
-FIELDS = [
-    "id",
-    "doc_id",
-    "title",
-    "source",
-    "section",
-    "position",
-    "content_hash",
-    "text",
-    "doc_hash",
 ]
 
 
@@ -55,13 +45,17 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
         )
         if mode == "hybrid":
             client.hybrid_search(
-                collection, [dense, sparse], ranker=RRFRanker(60), limit=top_k, output_fields=FIELDS
+                collection,
+                [dense, sparse],
+                ranker=RRFRanker(60),
+                limit=top_k,
+                output_fields=CHUNK_FIELDS,
             )
         else:
             r = dense if mode == "dense" else sparse
             client.search(
                 collection, data=r.data, anns_field=r.anns_field, search_params=r.param,
-                limit=top_k, output_fields=FIELDS,
+                limit=top_k, output_fields=CHUNK_FIELDS,
             )  # fmt: skip
 
     async def service(mode: str, i: int) -> None:
