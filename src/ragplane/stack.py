@@ -21,6 +21,7 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ragplane.config import DEFAULT_PORTS
+from ragplane.milvus_lite import milvus_lite_command
 from ragplane.telemetry import METRICS_PORTS
 
 SERVICES = ("embedder", "retriever", "generator", "gateway")
@@ -78,17 +79,7 @@ class StackLayout:
 
 def command(layout: StackLayout, name: str) -> list[str]:
     if name == "milvus":
-        milvus_lite = Path(sys.executable).with_name("milvus-lite")
-        return [
-            str(milvus_lite),
-            "server",
-            "--data-dir",
-            str(layout.milvus_dir()),
-            "--host",
-            layout.host,
-            "--port",
-            str(layout.ports["milvus"]),
-        ]
+        return milvus_lite_command(layout.milvus_dir(), layout.ports["milvus"], layout.host)
     return [sys.executable, "-m", f"ragplane.{name}.server"]
 
 
