@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -148,7 +149,7 @@ class IndexingPipeline:
         for p in prepared:
             chunks = [
                 retriever_pb2.IndexedChunk(
-                    chunk=_chunk_message(d, p.index_hash), vector=next(vectors)
+                    chunk=_chunk_message(d, p.index_hash, p.document.tags), vector=next(vectors)
                 )
                 for d in p.drafts
             ]
@@ -207,11 +208,14 @@ def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.Embedd
         CHUNKER_VERSION,
         model.id,
         model.revision,
+        *sorted(set(doc.tags)),
     ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def _chunk_message(draft: ChunkDraft, index_hash: str) -> common_pb2.Chunk:
+def _chunk_message(
+    draft: ChunkDraft, index_hash: str, tags: Sequence[str] = ()
+) -> common_pb2.Chunk:
     return common_pb2.Chunk(
         id=chunk_id(draft.doc_id, draft.position, draft.content_hash),
         doc_id=draft.doc_id,
@@ -222,6 +226,7 @@ def _chunk_message(draft: ChunkDraft, index_hash: str) -> common_pb2.Chunk:
         content_hash=draft.content_hash,
         text=draft.text,
         doc_hash=index_hash,
+        tags=tags,
     )
 
 

@@ -64,9 +64,13 @@ class QueryPipeline:
                     mode=mode,
                     filter=request.filter,
                     top_k=top_k,
+                    fusion=request.fusion,
+                    rerank=request.rerank,
+                    extra_collections=request.extra_collections,
                 ),
                 timeout=deadline(context, self._timeouts.retrieve),
             )
+            timings.rerank_ms = found.rerank_ms
             relevant = self._relevant(found.hits)
             span.set_attributes(
                 {"ragplane.hits": len(found.hits), "ragplane.relevant": len(relevant)}
@@ -186,6 +190,7 @@ def _citations(fitted: FittedPrompt) -> gateway_pb2.Citations:
                 section=hit.chunk.section,
                 chunk_id=hit.chunk.id,
                 score=hit.score,
+                collection=hit.collection,
             )
             for i, hit in enumerate(fitted.context)
         ]

@@ -22,3 +22,8 @@ CHUNKS_DELETED = Counter(
     "ragplane_retriever_chunks_deleted",
     "Chunks deleted: stale chunks replaced by Upsert, and DeleteDocument.",
 )
+RERANK_DURATION = Histogram(
+    "ragplane_retriever_rerank_duration_seconds",
+    "Time the reranker took to rescore one search's candidates.",
+    buckets=LATENCY_BUCKETS,
+)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Sequence
@@ -15,9 +16,13 @@ import numpy as np
 from ragplane.config import env_float, env_str, listen_address
 from ragplane.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument
 from ragplane.retriever import metrics
+from ragplane.retriever.rerank import MAX_CANDIDATES, Reranker, RerankerSettings, load
 from ragplane.retriever.store import (
     MAX_BYTES,
+    MAX_TAGS,
+    RRF_K,
     DocumentSummary,
+    Fusion,
     Hit,
     MilvusStore,
     ModelRecord,
@@ -31,6 +36,7 @@ COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8192
+MAX_COLLECTIONS = 8
 SEARCH_MODES: dict[int, int] = {
     common_pb2.SEARCH_MODE_UNSPECIFIED: common_pb2.SEARCH_MODE_HYBRID,
     common_pb2.SEARCH_MODE_DENSE: common_pb2.SEARCH_MODE_DENSE,
@@ -45,6 +51,7 @@ class RetrieverSettings:
     milvus_uri: str
     milvus_token: str
     milvus_timeout_s: float
+    reranker: RerankerSettings
 
     @classmethod
     def from_env(cls) -> RetrieverSettings:
@@ -59,14 +66,16 @@ class RetrieverSettings:
             milvus_uri=uri,
             milvus_token=env_str("RAGPLANE_MILVUS_TOKEN", ""),
             milvus_timeout_s=env_float("RAGPLANE_MILVUS_TIMEOUT_SECONDS", 30.0, minimum=0.1),
+            reranker=RerankerSettings.from_env(),
         )
 
 
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     """The RetrieverService RPCs: validation here, every Milvus call in the store."""
 
-    def __init__(self, store: MilvusStore) -> None:
+    def __init__(self, store: MilvusStore, reranker: Reranker) -> None:
         self._store = store
+        self._reranker = reranker
 
     async def CreateCollection(self, request, context):  # noqa: N802 - gRPC method name
         """Creates a collection bound to one embedding model (idempotent with exist_ok)."""
@@ -111,6 +120,17 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         name = _collection_name(request.collection)
         model = await self._bound_model(name, request.model, "index")
         documents = _validated_documents(request.documents, model.dimension)
+        if await self._store.has_tags(name):
+            for _, rows in documents:
+                for row in rows:
+                    row["tags"] = row["tags"] or []
+        else:
+            for doc_id, rows in documents:
+                if any(row.pop("tags") for row in rows):
+                    raise FailedPrecondition(
+                        f"collection '{name}' was created before tags existed; index "
+                        f"{doc_id!r} without tags or into a new collection"
+                    )
         results = []
         for doc_id, rows in documents:
             written, deleted = await self._store.replace_document(name, doc_id, rows)
@@ -135,49 +155,117 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return retriever_pb2.DeleteDocumentResponse(chunks_deleted=deleted)
 
     async def Search(self, request, context):  # noqa: N802
-        """Dense, keyword (BM25) or hybrid (RRF) search, optionally filtered by metadata."""
-        name = _collection_name(request.collection)
-        mode, top_k, text = _search_mode(request.mode), _top_k(request.top_k), None
-        if mode != common_pb2.SEARCH_MODE_DENSE:
-            text = _query_text(request.query_text, mode)
+        """Dense, keyword (BM25) or hybrid (RRF or weighted) search over one or more
+        collections, filtered by metadata, with the top candidates optionally reranked."""
+        names = _collection_names(request.collection, request.extra_collections)
+        mode, top_k = _search_mode(request.mode), _top_k(request.top_k)
+        rerank, candidates = self._rerank_plan(request.rerank, top_k)
+        text = None
+        if mode != common_pb2.SEARCH_MODE_DENSE or rerank:
+            text = _query_text(request.query_text, mode, rerank)
         uses_vector = mode != common_pb2.SEARCH_MODE_KEYWORD
         if uses_vector and not request.query_vector:
             raise InvalidArgument(f"query_vector is required in {_mode_name(mode)} mode")
         expr = _filter(request.filter)
-        if request.query_vector or request.model.id:
-            model = await self._bound_model(name, request.model, "query")
-        else:
-            model = await self._store.model_of(name)
+        fusion = _fusion(request.fusion)
+        model = None
+        for name in names:
+            if request.query_vector or request.model.id:
+                bound = await self._bound_model(name, request.model, "query")
+            else:
+                bound = await self._store.model_of(name)
+            if model is not None and not model.matches(bound):
+                raise FailedPrecondition(
+                    f"collections '{names[0]}' ({model.label()}) and '{name}' "
+                    f"({bound.label()}) hold vectors of different models; search them apart"
+                )
+            model = bound
+            if request.filter.tags and not await self._store.has_tags(name):
+                raise FailedPrecondition(
+                    f"collection '{name}' was created before tags existed; it cannot be "
+                    "filtered by tags (re-index it into a new collection)"
+                )
+        assert model is not None
         query = (
             _vector(request.query_vector, model.dimension, "query_vector")
             if request.query_vector
             else None
         )
-        hits, seconds = await self._timed_search(
-            name, mode, top_k, query if uses_vector else None, text, expr, query
-        )
-        return retriever_pb2.SearchResponse(
-            hits=[_scored(h, query, mode) for h in hits],
-            timing=common_pb2.Timing(compute_ms=seconds * 1000),
-        )
+        started = time.perf_counter()
+        found = []
+        for name in names:
+            hits = await self._milvus_search(
+                name,
+                mode,
+                candidates if rerank else top_k,
+                query if uses_vector else None,
+                text if mode != common_pb2.SEARCH_MODE_DENSE else None,
+                expr,
+                query,
+                fusion,
+            )
+            found.append((name, hits))
+        merged = _merge(found, mode)
+        response = retriever_pb2.SearchResponse()
+        if rerank and merged:
+            assert text is not None
+            rerank_started = time.perf_counter()
+            with tracer.start_as_current_span("rerank") as span:
+                span.set_attributes(
+                    {"ragplane.reranker": self._reranker.label, "ragplane.candidates": len(merged)}
+                )
+                scores = await self._reranker.score(text, [h.fields["text"] for _, h in merged])
+            elapsed = time.perf_counter() - rerank_started
+            metrics.RERANK_DURATION.observe(elapsed)
+            response.rerank_ms = elapsed * 1000
+            response.reranker = self._reranker.label
+            order = sorted(range(len(merged)), key=lambda i: -scores[i])
+            chosen = [(merged[i], scores[i]) for i in order[:top_k]]
+            response.hits.extend(
+                _scored(hit, query, mode, name, score) for (name, hit), score in chosen
+            )
+        else:
+            response.hits.extend(_scored(hit, query, mode, name) for name, hit in merged[:top_k])
+        metrics.SEARCH_HITS.observe(len(response.hits))
+        response.timing.compute_ms = (time.perf_counter() - started) * 1000
+        return response
 
-    async def _timed_search(
+    def _rerank_plan(self, options: common_pb2.Rerank, top_k: int) -> tuple[bool, int]:
+        """Whether to rerank, and how many candidates (N) to rescore for the top_k (K)."""
+        if options.candidates > MAX_CANDIDATES:
+            raise InvalidArgument(
+                f"rerank.candidates is {options.candidates}; it must be at most {MAX_CANDIDATES}"
+            )
+        settings = self._reranker.settings
+        if options.mode == common_pb2.RERANK_MODE_ON and not self._reranker.available:
+            raise FailedPrecondition(
+                "reranking was asked for, but this retriever runs without a reranker "
+                "(RAGPLANE_RERANKER=none)"
+            )
+        if options.mode == common_pb2.RERANK_MODE_UNSPECIFIED:
+            on = settings.default_on and self._reranker.available
+        else:
+            on = options.mode == common_pb2.RERANK_MODE_ON
+        return on, max(options.candidates or settings.default_candidates, top_k)
+
+    async def _milvus_search(
         self,
         name: str,
         mode: int,
-        top_k: int,
+        limit: int,
         vector: list[float] | None,
         text: str | None,
         expr: str,
         relevance_to: list[float] | None,
-    ) -> tuple[list[Hit], float]:
+        fusion: Fusion,
+    ) -> list[Hit]:
         started = time.perf_counter()
         with tracer.start_as_current_span("milvus search") as span:
             span.set_attributes(
                 {
                     "ragplane.collection": name,
                     "ragplane.mode": _mode_name(mode),
-                    "ragplane.top_k": top_k,
+                    "ragplane.limit": limit,
                 }
             )
             # Dense scores are the cosine already; other modes fetch the chunk vectors.
@@ -186,14 +274,14 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                 vector=vector,
                 text=text,
                 filter_expr=expr,
-                limit=top_k,
+                limit=limit,
                 with_vectors=relevance_to is not None and mode != common_pb2.SEARCH_MODE_DENSE,
+                fusion=fusion,
+                with_tags=await self._store.has_tags(name),
             )
             span.set_attribute("ragplane.hits", len(hits))
-        seconds = time.perf_counter() - started
-        metrics.SEARCH_DURATION.labels(_mode_name(mode)).observe(seconds)
-        metrics.SEARCH_HITS.observe(len(hits))
-        return hits, seconds
+        metrics.SEARCH_DURATION.labels(_mode_name(mode)).observe(time.perf_counter() - started)
+        return hits
 
     async def _bound_model(
         self, name: str, given: common_pb2.EmbeddingModel, verb: str
@@ -242,6 +330,54 @@ def _model_message(model: ModelRecord) -> common_pb2.EmbeddingModel:
     )
 
 
+def _collection_names(first: str, extra: Sequence[str]) -> list[str]:
+    names = [_collection_name(first)]
+    for name in extra:
+        if _collection_name(name) not in names:
+            names.append(name)
+    if len(names) > MAX_COLLECTIONS:
+        raise InvalidArgument(
+            f"{len(names)} collections in one search; the limit is {MAX_COLLECTIONS}"
+        )
+    return names
+
+
+def _fusion(fusion: common_pb2.Fusion) -> Fusion:
+    if fusion.method not in (
+        common_pb2.FUSION_METHOD_UNSPECIFIED,
+        common_pb2.FUSION_METHOD_RRF,
+        common_pb2.FUSION_METHOD_WEIGHTED,
+    ):
+        raise InvalidArgument(f"fusion.method {fusion.method} is not a FusionMethod")
+    if fusion.rrf_k > 16384:
+        raise InvalidArgument(f"fusion.rrf_k is {fusion.rrf_k}; it must be 1-16384 (0 means 60)")
+    weights = (fusion.dense_weight, fusion.keyword_weight)
+    if any(not 0.0 <= w <= 1.0 for w in weights):
+        raise InvalidArgument(f"fusion weights must be 0-1; got {weights[0]:g} and {weights[1]:g}")
+    if fusion.method == common_pb2.FUSION_METHOD_WEIGHTED:
+        dense, keyword = weights if any(weights) else (0.5, 0.5)
+        return Fusion("weighted", dense_weight=dense, keyword_weight=keyword)
+    return Fusion("rrf", rrf_k=fusion.rrf_k or RRF_K)
+
+
+def _merge(found: list[tuple[str, list[Hit]]], mode: int) -> list[tuple[str, Hit]]:
+    """One ranking from several collections' rankings. Cosine scores share one scale,
+    so dense hits merge by score; BM25 and fused scores do not (each collection has its
+    own statistics), so those merge by reciprocal rank."""
+    if len(found) == 1:
+        name, hits = found[0]
+        return [(name, h) for h in hits]
+    if mode == common_pb2.SEARCH_MODE_DENSE:
+        pairs = [(name, h) for name, hits in found for h in hits]
+        return sorted(pairs, key=lambda pair: -pair[1].score)
+    fused = [
+        (name, Hit(h.fields, 1.0 / (RRF_K + rank + 1)))
+        for name, hits in found
+        for rank, h in enumerate(hits)
+    ]
+    return sorted(fused, key=lambda pair: -pair[1].score)
+
+
 def _search_mode(mode: int) -> int:
     if mode not in SEARCH_MODES:
         raise InvalidArgument(f"mode {mode} is not a SearchMode")
@@ -258,8 +394,10 @@ def _mode_name(mode: int) -> str:
     return common_pb2.SearchMode.Name(mode).removeprefix("SEARCH_MODE_").lower()
 
 
-def _query_text(text: str, mode: int) -> str:
+def _query_text(text: str, mode: int, rerank: bool = False) -> str:
     if not text.strip():
+        if rerank and mode == common_pb2.SEARCH_MODE_DENSE:
+            raise InvalidArgument("query_text is required to rerank")
         raise InvalidArgument(f"query_text is required in {_mode_name(mode)} mode")
     if len(text) > MAX_QUERY_CHARS:
         raise InvalidArgument(
@@ -291,7 +429,17 @@ def _filter(f: common_pb2.MetadataFilter) -> str:
     for i, doc_id in enumerate(f.doc_ids):
         _check_text_field(doc_id, "doc_id", f"filter.doc_ids[{i}]")
     _check_text_field(f.source_prefix, "source", "filter.source_prefix")
-    return filter_expression(list(f.doc_ids), f.source_prefix)
+    _check_tags(f.tags, "filter.tags")
+    return filter_expression(list(f.doc_ids), f.source_prefix, list(f.tags))
+
+
+def _check_tags(tags: Sequence[str], where: str) -> None:
+    if len(tags) > MAX_TAGS:
+        raise InvalidArgument(f"{where} has {len(tags)} tags; the limit is {MAX_TAGS}")
+    for i, tag in enumerate(tags):
+        if not tag:
+            raise InvalidArgument(f"{where}[{i}] is empty")
+        _check_text_field(tag, "tag", f"{where}[{i}]")
 
 
 def _validated_documents(
@@ -341,6 +489,8 @@ def _row(
     }
     for field, value in row.items():
         _check_text_field(value, field, f"{where}: chunk.{field}")
+    _check_tags(chunk.tags, f"{where}: chunk.tags")
+    row["tags"] = list(dict.fromkeys(chunk.tags))
     row["position"] = chunk.position
     row["dense"] = _vector(indexed.vector, dimension, f"{where}: vector")
     return row
@@ -372,7 +522,13 @@ def _relevance(hit: Hit, query: list[float] | None, mode: int) -> float:
     )
 
 
-def _scored(hit: Hit, query: list[float] | None, mode: int) -> common_pb2.ScoredChunk:
+def _scored(
+    hit: Hit,
+    query: list[float] | None,
+    mode: int,
+    collection: str,
+    rerank_score: float | None = None,
+) -> common_pb2.ScoredChunk:
     f = hit.fields
     chunk = common_pb2.Chunk(
         id=f["id"],
@@ -384,9 +540,15 @@ def _scored(hit: Hit, query: list[float] | None, mode: int) -> common_pb2.Scored
         content_hash=f["content_hash"],
         text=f["text"],
         doc_hash=f["doc_hash"],
+        tags=f.get("tags") or [],
     )
     return common_pb2.ScoredChunk(
-        chunk=chunk, score=hit.score, relevance=_relevance(hit, query, mode)
+        chunk=chunk,
+        score=hit.score if rerank_score is None else rerank_score,
+        relevance=_relevance(hit, query, mode),
+        collection=collection,
+        rerank_score=rerank_score or 0.0,
+        reranked=rerank_score is not None,
     )
 
 
@@ -395,15 +557,20 @@ def _scored(hit: Hit, query: list[float] | None, mode: int) -> common_pb2.Scored
 
 async def run(settings: RetrieverSettings) -> None:
     """Connects to Milvus (loading every collection) and serves until SIGTERM."""
+    reranker = await asyncio.to_thread(load, settings.reranker)
     store = MilvusStore(settings.milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
     await store.start()
-    servicer = RetrieverServicer(store)
+    servicer = RetrieverServicer(store, reranker)
 
     def register(server: grpc.aio.Server) -> list[str]:
         retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)
         return [retriever_pb2.DESCRIPTOR.services_by_name["RetrieverService"].full_name]
 
-    await serve("retriever", settings.address, register, on_shutdown=store.close)
+    async def shutdown() -> None:
+        reranker.close()
+        await store.close()
+
+    await serve("retriever", settings.address, register, on_shutdown=shutdown)
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from pymilvus import (
     MilvusClient,
     MilvusException,
     RRFRanker,
+    WeightedRanker,
 )
 
 from ragplane.errors import (
@@ -45,7 +46,8 @@ T = TypeVar("T")
 # restarts (it drops the collection description), and Milvus servers keep custom ones.
 MODEL_PROPERTY = "ragplane.embedding_model"
 SCHEMA_PROPERTY = "ragplane.schema_version"
-SCHEMA_VERSION = "1"
+# 2 added the tags array; collections of schema 1 still serve, without tags.
+SCHEMA_VERSION = "2"
 
 # Unicode word tokenizer + lowercase: max_wal_senders, 23505 and pg_dump stay single
 # terms, --no-owner becomes "no" "owner" (both kept: no stop-word filter). Milvus Lite
@@ -63,7 +65,9 @@ MAX_BYTES = {
     "section": 2048,
     "content_hash": 128,
     "text": 65535,
+    "tag": 128,
 }
+MAX_TAGS = 32
 CHUNK_FIELDS = [
     "id",
     "doc_id",
@@ -78,6 +82,23 @@ CHUNK_FIELDS = [
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 RRF_K = 60
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How hybrid search fuses its two rankings: "rrf" with k, or "weighted"."""
+
+    method: str = "rrf"
+    rrf_k: int = RRF_K
+    dense_weight: float = 0.5
+    keyword_weight: float = 0.5
+
+    def ranker(self) -> Any:
+        if self.method == "weighted":
+            return WeightedRanker(self.dense_weight, self.keyword_weight)
+        return RRFRanker(self.rrf_k)
+
+
 WRITE_BATCH_ROWS = 500
 QUERY_PAGE_ROWS = 1000
 
@@ -149,11 +170,17 @@ def in_list(field: str, values: Iterable[str]) -> str:
     return f"{field} in [{', '.join(string_literal(v) for v in sorted(set(values)))}]"
 
 
-def filter_expression(doc_ids: Sequence[str] = (), source_prefix: str = "") -> str:
-    """The filter for "only these documents" and "source starts with"; "" matches all."""
+def filter_expression(
+    doc_ids: Sequence[str] = (), source_prefix: str = "", tags: Sequence[str] = ()
+) -> str:
+    """The filter for "only these documents", "source starts with" and "has one of these
+    tags"; "" matches all."""
     parts = []
     if doc_ids:
         parts.append(in_list("doc_id", doc_ids))
+    if tags:
+        literals = ", ".join(string_literal(t) for t in sorted(set(tags)))
+        parts.append(f"array_contains_any(tags, [{literals}])")
     if source_prefix:
         # A range, not LIKE: Milvus Lite ignores LIKE escapes on unflushed rows, so a
         # prefix holding _ or % would match other sources there.
@@ -192,6 +219,8 @@ class MilvusStore:
         self._connect_lock = threading.Lock()
         self._create_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
+        # Schema version per collection, as model_of last read it.
+        self._schemas: dict[str, str] = {}
 
     # Connection and error mapping
 
@@ -298,13 +327,21 @@ class MilvusStore:
             lambda c: c.describe_collection(collection, timeout=self._timeout),
             collection,
         )
-        raw = described.get("properties", {}).get(MODEL_PROPERTY)
+        properties = described.get("properties", {})
+        self._schemas[collection] = properties.get(SCHEMA_PROPERTY, "1")
+        raw = properties.get(MODEL_PROPERTY)
         if not raw:
             raise FailedPrecondition(
                 f"collection '{collection}' was not created by ragplane "
                 "(it records no embedding model)"
             )
         return ModelRecord(**json.loads(raw))
+
+    async def has_tags(self, collection: str) -> bool:
+        """Whether the collection's schema has the tags array (schema 2 and later)."""
+        if collection not in self._schemas:
+            await self.model_of(collection)
+        return self._schemas[collection] != "1"
 
     async def create_collection(self, collection: str, model: ModelRecord) -> bool:
         """Creates the collection bound to `model`; False if it already exists."""
@@ -325,6 +362,7 @@ class MilvusStore:
                 timeout=self._timeout,
             )
             c.load_collection(collection, timeout=self._timeout)
+            self._schemas[collection] = SCHEMA_VERSION
             return True
 
         async with self._create_lock:
@@ -341,6 +379,7 @@ class MilvusStore:
         async with self._create_lock, self._write_lock(collection):
             await self._call(f"drop of {collection!r}", drop, collection)
         self._write_locks.pop(collection, None)
+        self._schemas.pop(collection, None)
 
     async def count(self, collection: str) -> int:
         """How many chunks a collection holds."""
@@ -459,12 +498,16 @@ class MilvusStore:
         filter_expr: str,
         limit: int,
         with_vectors: bool = False,
+        fusion: Fusion = Fusion(),
+        with_tags: bool = True,
     ) -> list[Hit]:
-        """Dense (COSINE) with only a vector, BM25 with only text, both fused with
-        RRF(60) with both. `with_vectors` adds each chunk's dense vector to its fields."""
-        fields = [*CHUNK_FIELDS, DENSE_FIELD] if with_vectors else CHUNK_FIELDS
+        """Dense (COSINE) with only a vector, BM25 with only text, both fused (RRF or
+        weighted) with both. `with_vectors` adds each chunk's dense vector to its fields."""
+        fields = [*CHUNK_FIELDS, "tags"] if with_tags else list(CHUNK_FIELDS)
+        if with_vectors:
+            fields.append(DENSE_FIELD)
         if vector is not None and text is not None:
-            return await self._hybrid(collection, vector, text, filter_expr, limit, fields)
+            return await self._hybrid(collection, vector, text, filter_expr, limit, fields, fusion)
         if vector is not None:
             return await self._single(
                 collection, DENSE_FIELD, vector, "COSINE", filter_expr, limit, fields
@@ -511,6 +554,7 @@ class MilvusStore:
         expr: str,
         limit: int,
         fields: list[str],
+        fusion: Fusion,
     ) -> list[Hit]:
         # Each side brings more candidates than asked for, so fusion has something to fuse.
         candidates = max(limit * 3, 20)
@@ -535,7 +579,7 @@ class MilvusStore:
             lambda c: c.hybrid_search(
                 collection,
                 requests,
-                ranker=RRFRanker(RRF_K),
+                ranker=fusion.ranker(),
                 limit=limit,
                 output_fields=fields,
                 timeout=self._timeout,
@@ -592,6 +636,13 @@ def _schema(client: MilvusClient, dimension: int) -> Any:
         max_length=MAX_BYTES["text"],
         enable_analyzer=True,
         analyzer_params=TEXT_ANALYZER,
+    )
+    schema.add_field(
+        "tags",
+        DataType.ARRAY,
+        element_type=DataType.VARCHAR,
+        max_capacity=MAX_TAGS,
+        max_length=MAX_BYTES["tag"],
     )
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimension)

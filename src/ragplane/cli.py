@@ -207,22 +207,39 @@ async def _main(args: argparse.Namespace) -> int:
 async def _evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
     from ragplane import evaluation
 
-    questions = evaluation.load_questions(args.questions)
     modes = args.modes.split(",")
     unknown = set(modes) - set(evaluation.MODES)
     if unknown:
         raise SystemExit(f"ragplane: unknown modes {sorted(unknown)}; use {list(evaluation.MODES)}")
+    collection = args.collection
+    questions_file = args.questions
+    if args.corpus:
+        corpus = evaluation.CORPORA[args.corpus]
+        evaluation.ensure_documents(corpus, args.install)
+        collection = collection or corpus.collection
+        questions_file = questions_file or corpus.questions
+        print(f"indexing {corpus.documents} into '{collection}' (unchanged documents are skipped)")
+        async with gateway_channel(layout) as channel:
+            results = await ingest(
+                gateway_pb2_grpc.GatewayServiceStub(channel), [corpus.documents], collection
+            )
+        if any(r.status == gateway_pb2.INGEST_STATUS_FAILED for r in results):
+            raise SystemExit("ragplane: some documents failed to index; see above")
+    if questions_file is None:
+        raise SystemExit("ragplane: eval needs a questions file or --corpus")
+    questions = evaluation.load_questions(questions_file)
     channels = {
         name: grpc.aio.insecure_channel(layout.address(name), options=channel_options())
         for name in ("embedder", "retriever", "gateway")
     }
     try:
-        evaluator = evaluation.Evaluator(channels, args.collection or "default")
+        evaluator = evaluation.Evaluator(channels, collection or "default")
         report = await evaluator.evaluate(questions, modes, args.k, not args.no_answers)
     finally:
         for channel in channels.values():
             await channel.close()
-    report["questions_file"] = str(args.questions)
+    report["questions_file"] = str(questions_file)
+    report["collection"] = collection or "default"
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(evaluation.format_table(report))
     print(f"report: {args.out}")
@@ -236,9 +253,19 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="health, pid, address and model of each process")
     evaluate = sub.add_parser("eval", help="retrieval and answer quality on a questions file")
-    evaluate.add_argument("questions", type=Path, help="JSON lines, see samples/README.md")
+    evaluate.add_argument(
+        "questions", type=Path, nargs="?", help="JSON lines, see samples/README.md"
+    )
+    evaluate.add_argument(
+        "--corpus",
+        choices=("handbook", "postgres"),
+        help="index a known corpus first (its questions unless a file is given)",
+    )
+    evaluate.add_argument(
+        "--install", action="store_true", help="install the corpus' Debian package if missing"
+    )
     evaluate.add_argument("--collection", default="")
-    evaluate.add_argument("--modes", default="dense,keyword,hybrid")
+    evaluate.add_argument("--modes", default="dense,keyword,hybrid,hybrid+rerank")
     evaluate.add_argument("--k", type=int, default=5, help="cut-off of recall@k")
     evaluate.add_argument("--no-answers", action="store_true", help="ranking metrics only")
     evaluate.add_argument("--out", type=Path, default=Path("eval-report.json"))

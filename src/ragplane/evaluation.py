@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -28,13 +31,95 @@ from ragplane.v1 import (
     retriever_pb2_grpc,
 )
 
+
+@dataclass(frozen=True)
+class Mode:
+    """One retrieval configuration the evaluation compares."""
+
+    search: int
+    rerank: int = common_pb2.RERANK_MODE_OFF
+    fusion: common_pb2.Fusion | None = None
+
+    def ask_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "mode": self.search,
+            "rerank": common_pb2.Rerank(mode=self.rerank),
+        }
+        if self.fusion is not None:
+            fields["fusion"] = self.fusion
+        return fields
+
+
 MODES = {
-    "dense": common_pb2.SEARCH_MODE_DENSE,
-    "keyword": common_pb2.SEARCH_MODE_KEYWORD,
-    "hybrid": common_pb2.SEARCH_MODE_HYBRID,
+    "dense": Mode(common_pb2.SEARCH_MODE_DENSE),
+    "keyword": Mode(common_pb2.SEARCH_MODE_KEYWORD),
+    "hybrid": Mode(common_pb2.SEARCH_MODE_HYBRID),
+    "hybrid-weighted": Mode(
+        common_pb2.SEARCH_MODE_HYBRID,
+        fusion=common_pb2.Fusion(method=common_pb2.FUSION_METHOD_WEIGHTED),
+    ),
+    "dense+rerank": Mode(common_pb2.SEARCH_MODE_DENSE, common_pb2.RERANK_MODE_ON),
+    "hybrid+rerank": Mode(common_pb2.SEARCH_MODE_HYBRID, common_pb2.RERANK_MODE_ON),
 }
+DEFAULT_MODES = "dense,keyword,hybrid,hybrid+rerank"
 RANK_DEPTH = 10
+# Chunks fetched per question (several chunks of one document share its rank); with
+# reranking, also the candidates the reranker rescores.
+CANDIDATES = 20
 TIMEOUT_S = 180.0
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """An evaluation set: documents, their questions, and where they are indexed."""
+
+    documents: Path
+    questions: Path
+    collection: str
+    # The Debian package that installs the documents, if any.
+    debian_package: str = ""
+
+
+CORPORA = {
+    "handbook": Corpus(
+        ROOT / "samples" / "handbook", ROOT / "samples" / "handbook-questions.jsonl", "handbook"
+    ),
+    "postgres": Corpus(
+        Path("/usr/share/doc/postgresql-doc-15/html"),
+        ROOT / "samples" / "postgres-questions.jsonl",
+        "postgres15",
+        "postgresql-doc-15",
+    ),
+}
+
+
+def ensure_documents(corpus: Corpus, install: bool, out=sys.stderr) -> None:
+    """The corpus' documents on disk, installed from Debian when asked to."""
+    if corpus.documents.is_dir():
+        return
+    if not corpus.debian_package:
+        raise SystemExit(f"ragplane: {corpus.documents} does not exist")
+    command = ["apt-get", "install", "-y", "-q", corpus.debian_package]
+    if not install:
+        raise SystemExit(
+            f"ragplane: {corpus.documents} is missing; install it with "
+            f"`{' '.join(command)}` or pass --install"
+        )
+    if os.geteuid() != 0:
+        if shutil.which("sudo") is None:
+            raise SystemExit(f"ragplane: installing {corpus.debian_package} needs root")
+        command.insert(0, "sudo")
+    out.write(f"installing {corpus.debian_package}: {' '.join(command)}\n")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(command, env=env).returncode != 0:
+        # A fresh machine may have no package lists yet.
+        update = command[: command.index("apt-get")] + ["apt-get", "update", "-q"]
+        subprocess.run(update, env=env, check=True)
+        subprocess.run(command, env=env, check=True)
+    if not corpus.documents.is_dir():
+        raise SystemExit(f"ragplane: {corpus.debian_package} did not install {corpus.documents}")
 
 
 @dataclass(frozen=True)
@@ -100,30 +185,39 @@ class Evaluator:
         self._gateway = gateway_pb2_grpc.GatewayServiceStub(channels["gateway"])
         self._collection = collection
 
-    async def rank(self, question: str, mode: int) -> tuple[list[str], float]:
-        """Documents in rank order, and the best query-chunk relevance among the hits."""
+    async def rank(self, question: str, mode: Mode) -> tuple[list[str], float, dict[str, float]]:
+        """Documents in rank order, the best query-chunk relevance among the hits, and
+        the time each retrieval stage took."""
+        started = time.perf_counter()
         embedded = await self._embedder.Embed(
             embedder_pb2.EmbedRequest(texts=[question]), timeout=TIMEOUT_S
         )
+        embedded_at = time.perf_counter()
         found = await self._retriever.Search(
             retriever_pb2.SearchRequest(
                 collection=self._collection,
                 model=embedded.model,
                 query_vector=embedded.embeddings[0].values,
                 query_text=question,
-                mode=mode,
-                top_k=RANK_DEPTH * 3,  # several chunks of one document share a rank
+                top_k=CANDIDATES,
+                **mode.ask_fields(),
             ),
             timeout=TIMEOUT_S,
         )
+        finished_at = time.perf_counter()
         best = max((h.relevance for h in found.hits), default=0.0)
-        return ranked_documents(list(found.hits)), best
+        timings = {
+            "embed_ms": (embedded_at - started) * 1000,
+            "search_ms": (finished_at - embedded_at) * 1000 - found.rerank_ms,
+            "rerank_ms": found.rerank_ms,
+        }
+        return ranked_documents(list(found.hits)), best, timings
 
-    async def answer(self, question: str, mode: int) -> gateway_pb2.AskUnaryResponse:
+    async def answer(self, question: str, mode: Mode) -> gateway_pb2.AskUnaryResponse:
         return await self._gateway.AskUnary(
             gateway_pb2.AskUnaryRequest(
                 request=gateway_pb2.AskRequest(
-                    collection=self._collection, question=question, mode=mode
+                    collection=self._collection, question=question, **mode.ask_fields()
                 )
             ),
             timeout=TIMEOUT_S,
@@ -143,11 +237,13 @@ class Evaluator:
             out.write("\n")
             report["modes"][name] = summarize(rows, answers)
             report["modes"][name]["seconds"] = round(time.perf_counter() - started, 1)
+            report.setdefault("per_question", {})[name] = rows
         return report
 
-    async def _one(self, q: Question, mode: int, k: int, answers: bool) -> dict[str, Any]:
+    async def _one(self, q: Question, mode: Mode, k: int, answers: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"id": q.id, "kind": q.kind, "answerable": q.answerable}
-        ranked, row["best_relevance"] = await self.rank(q.question, mode)
+        ranked, row["best_relevance"], row["retrieval_timings"] = await self.rank(q.question, mode)
+        row["ranked"] = ranked[:RANK_DEPTH]
         if q.answerable:
             row["recall"] = recall_at(ranked, q.relevant, k)
             row["rr"] = reciprocal_rank(ranked, q.relevant)
@@ -160,6 +256,7 @@ class Evaluator:
             row["timings"] = {
                 "embed_ms": t.embed_ms,
                 "retrieve_ms": t.retrieve_ms,
+                "rerank_ms": t.rerank_ms,
                 "prompt_ms": t.prompt_ms,
                 "time_to_first_token_ms": t.time_to_first_token_ms,
                 "total_ms": t.total_ms,
@@ -182,6 +279,7 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
                 "questions": len(group),
                 "recall@k": _mean([r["recall"] for r in group]),
                 "mrr@10": _mean([r["rr"] for r in group]),
+                "ndcg@10": _mean([r["ndcg"] for r in group]),
             }
             for kind in sorted({r["kind"] for r in answerable})
             for group in [[r for r in answerable if r["kind"] == kind]]
@@ -189,6 +287,10 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
     }
     unanswerable = [r for r in rows if not r["answerable"]]
     summary["relevance_threshold_sweep"] = sweep(answerable, unanswerable)
+    summary["retrieval_latency_ms_p50"] = {
+        stage: round(statistics.median(r["retrieval_timings"][stage] for r in rows), 1)
+        for stage in rows[0]["retrieval_timings"]
+    }
     if answers:
         summary["answer_accuracy"] = _mean([float(r["correct"]) for r in answerable])
         summary["false_abstention_rate"] = _mean([float(r["abstained"]) for r in answerable])
@@ -222,7 +324,16 @@ def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) 
 
 def format_table(report: dict[str, Any]) -> str:
     k = report["k"]
-    columns = [f"recall@{k}", "MRR@10", "nDCG@10", "answer acc.", "abstention acc.", "false abst."]
+    columns = [
+        f"recall@{k}",
+        "MRR@10",
+        "nDCG@10",
+        "answer acc.",
+        "abstention acc.",
+        "false abst.",
+        "search p50 ms",
+        "rerank p50 ms",
+    ]
     keys = [
         "recall@k",
         "mrr@10",
@@ -234,5 +345,7 @@ def format_table(report: dict[str, Any]) -> str:
     lines = ["| mode | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for mode, s in report["modes"].items():
         cells = [f"{s[key]:.3f}" if key in s else "-" for key in keys]
+        latency = s.get("retrieval_latency_ms_p50", {})
+        cells += [f"{latency.get('search_ms', 0):.0f}", f"{latency.get('rerank_ms', 0):.0f}"]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from ragplane.telemetry import METRICS_PORTS
 
 SERVICES = ("embedder", "retriever", "generator", "gateway")
 # Generous: the first start converts the generator's model, and vLLM warms up.
-START_TIMEOUT_S = {"milvus": 60, "embedder": 180, "retriever": 120, "generator": 900, "gateway": 60}
+START_TIMEOUT_S = {"milvus": 60, "embedder": 180, "retriever": 900, "generator": 900, "gateway": 60}
 
 
 @dataclass(frozen=True)

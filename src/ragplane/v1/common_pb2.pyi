@@ -14,6 +14,18 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
 
+class FusionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FUSION_METHOD_UNSPECIFIED: _ClassVar[FusionMethod]
+    FUSION_METHOD_RRF: _ClassVar[FusionMethod]
+    FUSION_METHOD_WEIGHTED: _ClassVar[FusionMethod]
+
+class RerankMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RERANK_MODE_UNSPECIFIED: _ClassVar[RerankMode]
+    RERANK_MODE_OFF: _ClassVar[RerankMode]
+    RERANK_MODE_ON: _ClassVar[RerankMode]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -23,6 +35,12 @@ SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_DENSE: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
+FUSION_METHOD_UNSPECIFIED: FusionMethod
+FUSION_METHOD_RRF: FusionMethod
+FUSION_METHOD_WEIGHTED: FusionMethod
+RERANK_MODE_UNSPECIFIED: RerankMode
+RERANK_MODE_OFF: RerankMode
+RERANK_MODE_ON: RerankMode
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
@@ -48,7 +66,7 @@ class Timing(_message.Message):
     def __init__(self, queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("id", "doc_id", "title", "source", "section", "position", "content_hash", "text", "doc_hash")
+    __slots__ = ("id", "doc_id", "title", "source", "section", "position", "content_hash", "text", "doc_hash", "tags")
     ID_FIELD_NUMBER: _ClassVar[int]
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +76,7 @@ class Chunk(_message.Message):
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DOC_HASH_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     id: str
     doc_id: str
     title: str
@@ -67,25 +86,54 @@ class Chunk(_message.Message):
     content_hash: str
     text: str
     doc_hash: str
-    def __init__(self, id: _Optional[str] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., position: _Optional[int] = ..., content_hash: _Optional[str] = ..., text: _Optional[str] = ..., doc_hash: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., position: _Optional[int] = ..., content_hash: _Optional[str] = ..., text: _Optional[str] = ..., doc_hash: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class MetadataFilter(_message.Message):
-    __slots__ = ("doc_ids", "source_prefix")
+    __slots__ = ("doc_ids", "source_prefix", "tags")
     DOC_IDS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     doc_ids: _containers.RepeatedScalarFieldContainer[str]
     source_prefix: str
-    def __init__(self, doc_ids: _Optional[_Iterable[str]] = ..., source_prefix: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, doc_ids: _Optional[_Iterable[str]] = ..., source_prefix: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Fusion(_message.Message):
+    __slots__ = ("method", "rrf_k", "dense_weight", "keyword_weight")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    RRF_K_FIELD_NUMBER: _ClassVar[int]
+    DENSE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    KEYWORD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    method: FusionMethod
+    rrf_k: int
+    dense_weight: float
+    keyword_weight: float
+    def __init__(self, method: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ...) -> None: ...
+
+class Rerank(_message.Message):
+    __slots__ = ("mode", "candidates")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    mode: RerankMode
+    candidates: int
+    def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., candidates: _Optional[int] = ...) -> None: ...
 
 class ScoredChunk(_message.Message):
-    __slots__ = ("chunk", "score", "relevance")
+    __slots__ = ("chunk", "score", "relevance", "collection", "rerank_score", "reranked")
     CHUNK_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RELEVANCE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    RERANK_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RERANKED_FIELD_NUMBER: _ClassVar[int]
     chunk: Chunk
     score: float
     relevance: float
-    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., score: _Optional[float] = ..., relevance: _Optional[float] = ...) -> None: ...
+    collection: str
+    rerank_score: float
+    reranked: bool
+    def __init__(self, chunk: _Optional[_Union[Chunk, _Mapping]] = ..., score: _Optional[float] = ..., relevance: _Optional[float] = ..., collection: _Optional[str] = ..., rerank_score: _Optional[float] = ..., reranked: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens")

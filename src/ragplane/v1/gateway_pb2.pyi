@@ -20,18 +20,20 @@ INGEST_STATUS_UNCHANGED: IngestStatus
 INGEST_STATUS_FAILED: IngestStatus
 
 class Document(_message.Message):
-    __slots__ = ("doc_id", "source", "title", "media_type", "content")
+    __slots__ = ("doc_id", "source", "title", "media_type", "content", "tags")
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     doc_id: str
     source: str
     title: str
     media_type: str
     content: bytes
-    def __init__(self, doc_id: _Optional[str] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., media_type: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, doc_id: _Optional[str] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("collection", "documents")
@@ -76,23 +78,29 @@ class GatewayServiceDeleteDocumentResponse(_message.Message):
     def __init__(self, chunks_deleted: _Optional[int] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("collection", "question", "top_k", "mode", "filter", "max_tokens")
+    __slots__ = ("collection", "question", "top_k", "mode", "filter", "max_tokens", "fusion", "rerank", "extra_collections")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     collection: str
     question: str
     top_k: int
     mode: _common_pb2.SearchMode
     filter: _common_pb2.MetadataFilter
     max_tokens: int
-    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    fusion: _common_pb2.Fusion
+    rerank: _common_pb2.Rerank
+    extra_collections: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., max_tokens: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Citation(_message.Message):
-    __slots__ = ("index", "doc_id", "title", "source", "section", "chunk_id", "score")
+    __slots__ = ("index", "doc_id", "title", "source", "section", "chunk_id", "score", "collection")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +108,7 @@ class Citation(_message.Message):
     SECTION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
     index: int
     doc_id: str
     title: str
@@ -107,7 +116,8 @@ class Citation(_message.Message):
     section: str
     chunk_id: str
     score: float
-    def __init__(self, index: _Optional[int] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., chunk_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    collection: str
+    def __init__(self, index: _Optional[int] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., chunk_id: _Optional[str] = ..., score: _Optional[float] = ..., collection: _Optional[str] = ...) -> None: ...
 
 class Citations(_message.Message):
     __slots__ = ("citations",)
@@ -116,20 +126,22 @@ class Citations(_message.Message):
     def __init__(self, citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("embed_ms", "retrieve_ms", "prompt_ms", "time_to_first_token_ms", "generate_ms", "total_ms")
+    __slots__ = ("embed_ms", "retrieve_ms", "prompt_ms", "time_to_first_token_ms", "generate_ms", "total_ms", "rerank_ms")
     EMBED_MS_FIELD_NUMBER: _ClassVar[int]
     RETRIEVE_MS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_MS_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     GENERATE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_MS_FIELD_NUMBER: _ClassVar[int]
     embed_ms: float
     retrieve_ms: float
     prompt_ms: float
     time_to_first_token_ms: float
     generate_ms: float
     total_ms: float
-    def __init__(self, embed_ms: _Optional[float] = ..., retrieve_ms: _Optional[float] = ..., prompt_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., generate_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    rerank_ms: float
+    def __init__(self, embed_ms: _Optional[float] = ..., retrieve_ms: _Optional[float] = ..., prompt_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., generate_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ...) -> None: ...
 
 class AskFinished(_message.Message):
     __slots__ = ("finish_reason", "usage", "timings", "abstained")
