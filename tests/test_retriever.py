@@ -112,6 +112,8 @@ class Processes:
     retriever_port: int = field(default_factory=free_port)
     milvus: subprocess.Popen | None = None
     retriever: subprocess.Popen | None = None
+    # Settings on top of the test's environment, e.g. the reranker's.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def milvus_uri(self) -> str:
@@ -152,6 +154,7 @@ class Processes:
             "RAGPLANE_SHUTDOWN_GRACE_SECONDS": "1",
             "RAGPLANE_STATE_DIR": str(self.workdir),
             "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
         }
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
         with self.retriever_log.open("ab") as log:
