@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from ragplane.config import env_float, env_str, listen_address
+from ragplane.config import env_choice, env_float, env_int, env_str, listen_address
 from ragplane.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument
 from ragplane.retriever import metrics
 from ragplane.retriever.rerank import MAX_CANDIDATES, Reranker, RerankerSettings, load
@@ -52,6 +52,8 @@ class RetrieverSettings:
     milvus_token: str
     milvus_timeout_s: float
     reranker: RerankerSettings
+    # Hybrid fusion for requests that do not choose one.
+    fusion: Fusion
 
     @classmethod
     def from_env(cls) -> RetrieverSettings:
@@ -67,15 +69,22 @@ class RetrieverSettings:
             milvus_token=env_str("RAGPLANE_MILVUS_TOKEN", ""),
             milvus_timeout_s=env_float("RAGPLANE_MILVUS_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             reranker=RerankerSettings.from_env(),
+            fusion=Fusion(
+                env_choice("RAGPLANE_FUSION", "rrf", ("rrf", "weighted")),
+                rrf_k=env_int("RAGPLANE_FUSION_RRF_K", RRF_K, minimum=1, maximum=16384),
+                dense_weight=env_float("RAGPLANE_FUSION_DENSE_WEIGHT", 0.5, minimum=0.0),
+                keyword_weight=env_float("RAGPLANE_FUSION_KEYWORD_WEIGHT", 0.5, minimum=0.0),
+            ),
         )
 
 
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     """The RetrieverService RPCs: validation here, every Milvus call in the store."""
 
-    def __init__(self, store: MilvusStore, reranker: Reranker) -> None:
+    def __init__(self, store: MilvusStore, reranker: Reranker, fusion: Fusion) -> None:
         self._store = store
         self._reranker = reranker
+        self._fusion = fusion
 
     async def CreateCollection(self, request, context):  # noqa: N802 - gRPC method name
         """Creates a collection bound to one embedding model (idempotent with exist_ok)."""
@@ -132,8 +141,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
                         f"{doc_id!r} without tags or into a new collection"
                     )
         results = []
-        for doc_id, rows in documents:
-            written, deleted = await self._store.replace_document(name, doc_id, rows)
+        counts = await self._store.replace_documents(name, documents) if documents else []
+        for (doc_id, _), (written, deleted) in zip(documents, counts, strict=True):
             metrics.CHUNKS_WRITTEN.inc(written)
             metrics.CHUNKS_DELETED.inc(deleted)
             results.append(
@@ -167,7 +176,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         if uses_vector and not request.query_vector:
             raise InvalidArgument(f"query_vector is required in {_mode_name(mode)} mode")
         expr = _filter(request.filter)
-        fusion = _fusion(request.fusion)
+        fusion = _fusion(request.fusion, self._fusion)
         model = None
         for name in names:
             if request.query_vector or request.model.id:
@@ -342,7 +351,7 @@ def _collection_names(first: str, extra: Sequence[str]) -> list[str]:
     return names
 
 
-def _fusion(fusion: common_pb2.Fusion) -> Fusion:
+def _fusion(fusion: common_pb2.Fusion, default: Fusion) -> Fusion:
     if fusion.method not in (
         common_pb2.FUSION_METHOD_UNSPECIFIED,
         common_pb2.FUSION_METHOD_RRF,
@@ -354,6 +363,8 @@ def _fusion(fusion: common_pb2.Fusion) -> Fusion:
     weights = (fusion.dense_weight, fusion.keyword_weight)
     if any(not 0.0 <= w <= 1.0 for w in weights):
         raise InvalidArgument(f"fusion weights must be 0-1; got {weights[0]:g} and {weights[1]:g}")
+    if fusion.method == common_pb2.FUSION_METHOD_UNSPECIFIED:
+        return default
     if fusion.method == common_pb2.FUSION_METHOD_WEIGHTED:
         dense, keyword = weights if any(weights) else (0.5, 0.5)
         return Fusion("weighted", dense_weight=dense, keyword_weight=keyword)
@@ -560,7 +571,7 @@ async def run(settings: RetrieverSettings) -> None:
     reranker = await asyncio.to_thread(load, settings.reranker)
     store = MilvusStore(settings.milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
     await store.start()
-    servicer = RetrieverServicer(store, reranker)
+    servicer = RetrieverServicer(store, reranker, settings.fusion)
 
     def register(server: grpc.aio.Server) -> list[str]:
         retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)

@@ -415,19 +415,28 @@ class MilvusStore:
                 doc.doc_hash = ""
         return sorted(found.values(), key=lambda d: d.doc_id)
 
-    async def replace_document(
-        self, collection: str, doc_id: str, rows: list[dict[str, Any]]
-    ) -> tuple[int, int]:
-        """Makes `rows` the document's only chunks: writes them first, then deletes the
-        document's other chunks, so readers never see it without chunks.
-        Returns (chunks written, chunks deleted)."""
+    async def replace_documents(
+        self, collection: str, documents: Sequence[tuple[str, list[dict[str, Any]]]]
+    ) -> list[tuple[int, int]]:
+        """Makes each document's rows its only chunks: writes them all first, then deletes
+        the documents' other chunks, so readers never see a document without chunks.
+        One query finds the stale chunks of every document in the request (a filtered
+        query scans Milvus Lite's unflushed rows, so one per document was the indexing
+        bottleneck). Returns (chunks written, chunks deleted) per document."""
+        rows = [row for _, doc_rows in documents for row in doc_rows]
         async with self._write_lock(collection):
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
-            stored = await self._chunk_ids(collection, doc_id)
-            stale = stored - {row["id"] for row in rows}
-            await self._delete_ids(collection, stale)
-        return len(rows), len(stale)
+            stored = await self._rows(
+                collection, filter_expression([d for d, _ in documents]), ["id", "doc_id"]
+            )
+            fresh = {row["id"] for row in rows}
+            stale = [row for row in stored if row["id"] not in fresh]
+            await self._delete_ids(collection, {row["id"] for row in stale})
+        deleted = {doc_id: 0 for doc_id, _ in documents}
+        for row in stale:
+            deleted[row["doc_id"]] += 1
+        return [(len(doc_rows), deleted[doc_id]) for doc_id, doc_rows in documents]
 
     async def delete_document(self, collection: str, doc_id: str) -> int:
         """Deletes every chunk of a document; returns how many there were."""
