@@ -201,6 +201,19 @@ async def test_collection_of_another_model_is_refused(gateway, retriever):
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (gateway_pb2.AskRequest(question="x", collection="missing"), grpc.StatusCode.NOT_FOUND),
+        (
+            gateway_pb2.AskRequest(question="x", collection=HANDBOOK, extra_collections=["9x"]),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+        (
+            # The test stack runs without a reranker (the embedded default).
+            gateway_pb2.AskRequest(
+                question="x",
+                collection=HANDBOOK,
+                rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_ON),
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ),
     ],
 )
 async def test_bad_questions_get_clear_statuses(gateway, request_, code):
@@ -296,3 +309,41 @@ async def test_status_reports_every_service_serving(running_stack):
     for name in ("milvus", *stack.SERVICES):
         assert name in text
     assert "all-MiniLM-L6-v2" in text and "SmolLM2" in text
+
+
+async def test_tags_and_several_collections_reach_the_retriever(gateway, handbook):
+    docs = [
+        gateway_pb2.Document(
+            doc_id="pager.md",
+            source="tests/pager.md",
+            content=b"# Pager\n\nThe zebra pager rotation changes every Tuesday at 09:00.",
+            tags=["oncall"],
+        ),
+        gateway_pb2.Document(
+            doc_id="zoo.md",
+            source="tests/zoo.md",
+            content=b"# Zoo\n\nThe zebra enclosure opens every Tuesday at 10:00.",
+            tags=["animals"],
+        ),
+    ]
+    reply = await gateway.Ingest(
+        gateway_pb2.IngestRequest(collection="tagged", documents=docs), timeout=T
+    )
+    assert all(r.status == gateway_pb2.INGEST_STATUS_WRITTEN for r in reply.results)
+    _, citations, finished = await ask(
+        gateway,
+        "When does the zebra rotation change?",
+        collection="tagged",
+        filter=common_pb2.MetadataFilter(tags=["animals"]),
+        max_tokens=8,
+    )
+    assert {c.doc_id for c in citations} <= {"zoo.md"}
+    _, citations, _ = await ask(
+        gateway,
+        "When does the zebra pager rotation change, and how do I roll back a deploy?",
+        collection="tagged",
+        extra_collections=[HANDBOOK],
+        top_k=10,
+        max_tokens=8,
+    )
+    assert {c.collection for c in citations} == {"tagged", HANDBOOK}

@@ -33,7 +33,10 @@ class EmbedderSettings:
     address: str
     pin: ModelPin
     device: str
+    # Texts per dynamic batch: everything queued up to this runs together, sorted by
+    # length, in forward passes of forward_batch_size texts (little padding per pass).
     max_batch_size: int
+    forward_batch_size: int
     max_wait_ms: int
     max_queue_texts: int
     max_texts_per_request: int
@@ -49,7 +52,8 @@ class EmbedderSettings:
                 source=env_str("RAGPLANE_EMBEDDER_MODEL_SOURCE", "package"),
             ),
             device=env_str("RAGPLANE_EMBEDDER_DEVICE", "auto"),
-            max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 64, minimum=1),
+            max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 256, minimum=1),
+            forward_batch_size=env_int("RAGPLANE_EMBEDDER_FORWARD_BATCH_SIZE", 64, minimum=1),
             max_wait_ms=env_int("RAGPLANE_EMBEDDER_MAX_WAIT_MS", 5, minimum=0),
             max_queue_texts=env_int("RAGPLANE_EMBEDDER_MAX_QUEUE_TEXTS", 8192, minimum=1),
             max_texts_per_request=env_int(
@@ -84,9 +88,11 @@ class LoadedModel:
             weights_sha256=settings.pin.weights_sha256,
             dimension=int(self.model.get_embedding_dimension() or 0),
         )
-        self._batch_size = settings.max_batch_size
+        self._batch_size = settings.forward_batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        # sentence-transformers sorts the texts by length before cutting them into
+        # forward passes, so a large dynamic batch pads far less than its parts would.
         return self.model.encode(
             texts,
             batch_size=self._batch_size,

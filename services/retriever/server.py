@@ -54,6 +54,8 @@ class RetrieverSettings:
     reranker: RerankerSettings
     # Hybrid fusion for requests that do not choose one.
     fusion: Fusion
+    # How long a search may trust the collection's model as last read (0: every time).
+    model_cache_s: float
 
     @classmethod
     def from_env(cls) -> RetrieverSettings:
@@ -69,6 +71,7 @@ class RetrieverSettings:
             milvus_token=env_str("RAGPLANE_MILVUS_TOKEN", ""),
             milvus_timeout_s=env_float("RAGPLANE_MILVUS_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             reranker=RerankerSettings.from_env(),
+            model_cache_s=env_float("RAGPLANE_RETRIEVER_MODEL_CACHE_SECONDS", 5.0, minimum=0.0),
             fusion=Fusion(
                 env_choice("RAGPLANE_FUSION", "rrf", ("rrf", "weighted")),
                 rrf_k=env_int("RAGPLANE_FUSION_RRF_K", RRF_K, minimum=1, maximum=16384),
@@ -81,10 +84,13 @@ class RetrieverSettings:
 class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     """The RetrieverService RPCs: validation here, every Milvus call in the store."""
 
-    def __init__(self, store: MilvusStore, reranker: Reranker, fusion: Fusion) -> None:
+    def __init__(
+        self, store: MilvusStore, reranker: Reranker, fusion: Fusion, model_cache_s: float
+    ) -> None:
         self._store = store
         self._reranker = reranker
         self._fusion = fusion
+        self._model_cache_s = model_cache_s
 
     async def CreateCollection(self, request, context):  # noqa: N802 - gRPC method name
         """Creates a collection bound to one embedding model (idempotent with exist_ok)."""
@@ -180,9 +186,9 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         model = None
         for name in names:
             if request.query_vector or request.model.id:
-                bound = await self._bound_model(name, request.model, "query")
+                bound = await self._bound_model(name, request.model, "query", self._model_cache_s)
             else:
-                bound = await self._store.model_of(name)
+                bound = await self._store.model_of(name, self._model_cache_s)
             if model is not None and not model.matches(bound):
                 raise FailedPrecondition(
                     f"collections '{names[0]}' ({model.label()}) and '{name}' "
@@ -293,11 +299,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return hits
 
     async def _bound_model(
-        self, name: str, given: common_pb2.EmbeddingModel, verb: str
+        self, name: str, given: common_pb2.EmbeddingModel, verb: str, max_age_s: float = 0.0
     ) -> ModelRecord:
         """The collection's model, refusing vectors that come from another one."""
         model = _model_record(given, "model")
-        stored = await self._store.model_of(name)
+        stored = await self._store.model_of(name, max_age_s)
         if not stored.matches(model):
             raise FailedPrecondition(
                 f"collection '{name}' was indexed with {stored.label()} but these vectors come "
@@ -571,7 +577,7 @@ async def run(settings: RetrieverSettings) -> None:
     reranker = await asyncio.to_thread(load, settings.reranker)
     store = MilvusStore(settings.milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
     await store.start()
-    servicer = RetrieverServicer(store, reranker, settings.fusion)
+    servicer = RetrieverServicer(store, reranker, settings.fusion, settings.model_cache_s)
 
     def register(server: grpc.aio.Server) -> list[str]:
         retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)

@@ -219,8 +219,9 @@ class MilvusStore:
         self._connect_lock = threading.Lock()
         self._create_lock = asyncio.Lock()
         self._write_locks: dict[str, asyncio.Lock] = {}
-        # Schema version per collection, as model_of last read it.
+        # Schema version and model per collection, as model_of last read them.
         self._schemas: dict[str, str] = {}
+        self._models: dict[str, tuple[float, ModelRecord]] = {}
 
     # Connection and error mapping
 
@@ -304,6 +305,8 @@ class MilvusStore:
     def _translate(self, exc: MilvusException, what: str, collection: str | None) -> RagplaneError:
         code, message = exc.code, exc.message or type(exc).__name__
         if code == COLLECTION_NOT_FOUND and collection is not None:
+            self._models.pop(collection, None)
+            self._schemas.pop(collection, None)
             return missing(collection)
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DeadlineExceeded(
@@ -320,8 +323,14 @@ class MilvusStore:
 
     # Collections
 
-    async def model_of(self, collection: str) -> ModelRecord:
-        """The model a collection is bound to; NOT_FOUND if it does not exist."""
+    async def model_of(self, collection: str, max_age_s: float = 0.0) -> ModelRecord:
+        """The model a collection is bound to; NOT_FOUND if it does not exist. With
+        max_age_s, an answer read that recently is reused: searches pass the model cache
+        age, so a busy retriever does not describe the collection before every search
+        (a Milvus round trip each), while writes always read it fresh."""
+        cached = self._models.get(collection)
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
         described = await self._call(
             f"describe of {collection!r}",
             lambda c: c.describe_collection(collection, timeout=self._timeout),
@@ -335,7 +344,9 @@ class MilvusStore:
                 f"collection '{collection}' was not created by ragplane "
                 "(it records no embedding model)"
             )
-        return ModelRecord(**json.loads(raw))
+        model = ModelRecord(**json.loads(raw))
+        self._models[collection] = (time.monotonic(), model)
+        return model
 
     async def has_tags(self, collection: str) -> bool:
         """Whether the collection's schema has the tags array (schema 2 and later)."""
@@ -380,6 +391,7 @@ class MilvusStore:
             await self._call(f"drop of {collection!r}", drop, collection)
         self._write_locks.pop(collection, None)
         self._schemas.pop(collection, None)
+        self._models.pop(collection, None)
 
     async def count(self, collection: str) -> int:
         """How many chunks a collection holds."""
