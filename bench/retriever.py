@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
@@ -10,11 +11,18 @@ from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
 from bench.harness import Bench, Stopwatch, percentile
 from ragplane.retriever.store import CHUNK_FIELDS
 from ragplane.v1 import (
+    common_pb2,
     embedder_pb2,
     embedder_pb2_grpc,
     retriever_pb2,
     retriever_pb2_grpc,
 )
+
+# What the service fetches: the chunk, its tags, and in keyword and hybrid modes the
+# chunk's vector (for the query-chunk relevance every hit carries). The direct call
+# fetches the same, so the comparison is of the service, not of what it returns.
+FIELDS = [*CHUNK_FIELDS, "tags"]
+RERANK_CANDIDATES = 10
 
 QUESTIONS = [
     "How do I roll back a bad deploy?",
@@ -35,40 +43,54 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
     vectors = [list(e.values) for e in embedded.embeddings]
     client = MilvusClient(uri=f"http://{bench.layout.address('milvus')}")
     top_k, rounds = 5, (2 if bench.smoke else 10)
+    scorer = _scorer(bench.layout.state_dir)
 
     def direct(mode: str, i: int) -> None:
+        rerank = mode.endswith("+rerank")
+        limit = RERANK_CANDIDATES if rerank else top_k
+        fields = FIELDS if mode == "dense" else [*FIELDS, "dense"]
         dense = AnnSearchRequest(
-            data=[vectors[i]], anns_field="dense", param={"metric_type": "COSINE"}, limit=top_k
+            data=[vectors[i]], anns_field="dense", param={"metric_type": "COSINE"}, limit=limit
         )
         sparse = AnnSearchRequest(
-            data=[QUESTIONS[i]], anns_field="sparse", param={"metric_type": "BM25"}, limit=top_k
+            data=[QUESTIONS[i]], anns_field="sparse", param={"metric_type": "BM25"}, limit=limit
         )
-        if mode == "hybrid":
-            client.hybrid_search(
+        if mode.startswith("hybrid"):
+            # As the service: each side brings 3x the candidates (at least 20).
+            dense.limit = sparse.limit = max(limit * 3, 20)
+            hits = client.hybrid_search(
                 collection,
                 [dense, sparse],
                 ranker=RRFRanker(60),
-                limit=top_k,
-                output_fields=CHUNK_FIELDS,
+                limit=limit,
+                output_fields=fields,
             )
         else:
             r = dense if mode == "dense" else sparse
-            client.search(
+            hits = client.search(
                 collection, data=r.data, anns_field=r.anns_field, search_params=r.param,
-                limit=top_k, output_fields=CHUNK_FIELDS,
+                limit=limit, output_fields=fields,
             )  # fmt: skip
+        if rerank:
+            scores = scorer.score(QUESTIONS[i], [h["entity"]["text"] for h in hits[0]])
+            sorted(range(len(scores)), key=scores.__getitem__, reverse=True)[:top_k]
 
     async def service(mode: str, i: int) -> None:
+        rerank = mode.endswith("+rerank")
         await retriever.Search(
             retriever_pb2.SearchRequest(
                 collection=collection,
                 model=embedded.model,
                 query_vector=vectors[i],
                 query_text=QUESTIONS[i],
-                mode={"dense": 1, "keyword": 2, "hybrid": 3}[mode],
+                mode={"dense": 1, "keyword": 2, "hybrid": 3}[mode.removesuffix("+rerank")],
                 top_k=top_k,
+                rerank=common_pb2.Rerank(
+                    mode=common_pb2.RERANK_MODE_ON if rerank else common_pb2.RERANK_MODE_OFF,
+                    candidates=RERANK_CANDIDATES,
+                ),
             ),
-            timeout=60,
+            timeout=120,
         )
 
     results: dict[str, Any] = {
@@ -76,10 +98,12 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
         "target": "the service adds < 1 ms at p50",
         "modes": {},
     }
-    for mode in ("dense", "keyword", "hybrid"):
+    for mode in ("dense", "keyword", "hybrid", "hybrid+rerank"):
         base, ours = [], []
-        for _ in range(rounds):
-            for i in range(len(QUESTIONS)):  # interleaved: drift hits both sides
+        # Reranking takes seconds per query on this CPU: fewer of them.
+        questions = range(2 if bench.smoke else len(QUESTIONS))
+        for _ in range(1 if mode.endswith("+rerank") else rounds):
+            for i in questions if mode.endswith("+rerank") else range(len(QUESTIONS)):
                 with Stopwatch() as w:
                     await asyncio.to_thread(direct, mode, i)
                 base.append(w.seconds * 1000)
@@ -97,4 +121,16 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
             "queries": len(base),
         }
     client.close()
+    results["reranker"] = (
+        f"causal-lm (SmolLM2-135M query likelihood), {RERANK_CANDIDATES} candidates"
+    )
     return results
+
+
+def _scorer(state_dir: Path):
+    """The same scorer the stack's retriever runs, in this process."""
+    from ragplane.generator.model import ensure_hf_model
+    from ragplane.retriever.rerank import QueryLikelihoodScorer
+
+    folder = ensure_hf_model(state_dir).path
+    return QueryLikelihoodScorer(folder, max_passage_tokens=256, batch_size=8)

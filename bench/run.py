@@ -75,7 +75,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ports={n: free_port() for n in ("milvus", *stack.SERVICES)},
         metrics_ports={n: free_port() for n in stack.SERVICES},
     )
-    await stack.up(layout, report=lambda line: print(line, flush=True))
+    # The retriever has the causal-LM reranker loaded, off unless a request asks for it,
+    # so the retriever benchmark can measure reranked searches too.
+    reranker = {"RAGPLANE_RERANKER": "causal-lm", "RAGPLANE_RERANK_BY_DEFAULT": "false"}
+    await stack.up(layout, env_extra=reranker, report=lambda line: print(line, flush=True))
     bench = Bench(layout, smoke=args.smoke)
     try:
         return await run_all(bench, args.only.split(",") if args.only else list(BENCHMARKS))

@@ -87,12 +87,16 @@ async def running_stack(
         ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
         metrics_ports=dict(zip(stack.SERVICES, ports[5:], strict=True)),
     )
-    telemetry_env = {
+    env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{span_sink[1]}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
+        # The causal-LM reranker is loaded but, as in the embedded default, only runs
+        # when a request asks for it.
+        "RAGPLANE_RERANKER": "causal-lm",
+        "RAGPLANE_RERANK_BY_DEFAULT": "false",
     }
-    await stack.up(layout, env_extra=telemetry_env, report=lambda _: None)
+    await stack.up(layout, env_extra=env, report=lambda _: None)
     try:
         yield layout
     finally:

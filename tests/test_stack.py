@@ -206,13 +206,12 @@ async def test_collection_of_another_model_is_refused(gateway, retriever):
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
         (
-            # The test stack runs without a reranker (the embedded default).
             gateway_pb2.AskRequest(
                 question="x",
                 collection=HANDBOOK,
-                rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_ON),
+                rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_ON, candidates=500),
             ),
-            grpc.StatusCode.FAILED_PRECONDITION,
+            grpc.StatusCode.INVALID_ARGUMENT,
         ),
     ],
 )
@@ -347,3 +346,16 @@ async def test_tags_and_several_collections_reach_the_retriever(gateway, handboo
         max_tokens=8,
     )
     assert {c.collection for c in citations} == {"tagged", HANDBOOK}
+
+
+async def test_reranked_answer_cites_its_document(gateway, handbook):
+    answer, citations, finished = await ask(
+        gateway,
+        "How do I roll back a bad deploy of ledger-api?",
+        rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_ON, candidates=10),
+        max_tokens=16,
+    )
+    assert not finished.abstained
+    assert finished.timings.rerank_ms > 0
+    assert finished.timings.retrieve_ms >= finished.timings.rerank_ms
+    assert "runbooks/deploy.md" in {c.doc_id for c in citations}
