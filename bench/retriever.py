@@ -49,15 +49,15 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
         rerank = mode.endswith("+rerank")
         limit = RERANK_CANDIDATES if rerank else top_k
         fields = FIELDS if mode == "dense" else [*FIELDS, "dense"]
+        # In hybrid mode each side brings 3x the candidates (at least 20), as the service.
+        side = max(limit * 3, 20) if mode.startswith("hybrid") else limit
         dense = AnnSearchRequest(
-            data=[vectors[i]], anns_field="dense", param={"metric_type": "COSINE"}, limit=limit
+            data=[vectors[i]], anns_field="dense", param={"metric_type": "COSINE"}, limit=side
         )
         sparse = AnnSearchRequest(
-            data=[QUESTIONS[i]], anns_field="sparse", param={"metric_type": "BM25"}, limit=limit
+            data=[QUESTIONS[i]], anns_field="sparse", param={"metric_type": "BM25"}, limit=side
         )
         if mode.startswith("hybrid"):
-            # As the service: each side brings 3x the candidates (at least 20).
-            dense.limit = sparse.limit = max(limit * 3, 20)
             hits = client.hybrid_search(
                 collection,
                 [dense, sparse],

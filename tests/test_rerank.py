@@ -22,6 +22,7 @@ from ragplane.retriever.rerank import (
     CrossEncoderScorer,
     QueryLikelihoodScorer,
     RerankerSettings,
+    rerank_order,
     resolve,
 )
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
@@ -70,10 +71,21 @@ def settings(**fields) -> RerankerSettings:
         weights_sha256="",
         default_on=True,
         default_candidates=20,
+        default_weight=1.0,
         max_passage_tokens=128,
         batch_size=4,
     )
     return RerankerSettings(**{**defaults, **fields})
+
+
+def test_rerank_order_weighs_the_reranker_against_the_retrieval_order():
+    scores = [0.1, 0.9, 0.5, 0.2]  # candidates in retrieval order
+    assert rerank_order(scores, 1.0) == [1, 2, 3, 0]
+    # With a light weight and a sharp k, the retrieval order keeps its leader...
+    assert rerank_order(scores, 0.2, k=1)[:2] == [0, 1]
+    # ...and equal weights break ties by retrieval order.
+    assert rerank_order([0.0, 1.0], 0.5) == [0, 1]
+    assert rerank_order(scores, 0.5)[0] == 1
 
 
 def test_cross_encoder_weights_must_be_the_pinned_ones(cross_encoder):

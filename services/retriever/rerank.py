@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ragplane.config import env_bool, env_choice, env_int, env_str, state_dir
+from ragplane.config import env_bool, env_choice, env_float, env_int, env_str, state_dir
 from ragplane.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class RerankerSettings:
     # Whether requests that do not say are reranked, and with how many candidates.
     default_on: bool
     default_candidates: int
+    # Weight of the reranker's order against the retrieval order (1: reranker alone).
+    default_weight: float
     max_passage_tokens: int
     batch_size: int
 
@@ -62,9 +64,14 @@ class RerankerSettings:
             default_candidates=env_int(
                 "RAGPLANE_RERANK_CANDIDATES", 20, minimum=1, maximum=MAX_CANDIDATES
             ),
+            default_weight=env_float("RAGPLANE_RERANK_WEIGHT", 1.0, minimum=0.0),
             max_passage_tokens=env_int("RAGPLANE_RERANK_MAX_PASSAGE_TOKENS", 256, minimum=16),
             batch_size=env_int("RAGPLANE_RERANK_BATCH_SIZE", 8, minimum=1, maximum=256),
         )
+        if settings.default_weight > 1.0:
+            raise ConfigError(
+                f"RAGPLANE_RERANK_WEIGHT={settings.default_weight} must be between 0 and 1"
+            )
         if backend == "cross-encoder" and not (
             settings.source and settings.model_id and settings.weights_sha256
         ):
@@ -78,6 +85,21 @@ class RerankerSettings:
                 "must pin its weights"
             )
         return settings
+
+
+def rerank_order(scores: Sequence[float], weight: float, k: int = 60) -> list[int]:
+    """Candidate indices in final order. The candidates come in retrieval order; with
+    weight 1 the reranker's scores alone decide, below 1 each candidate scores
+    (1 - weight) / (k + retrieval rank) + weight / (k + reranker rank): a weak reranker
+    then refines the order instead of overturning it. Ties keep the retrieval order."""
+    by_score = sorted(range(len(scores)), key=lambda i: -scores[i])
+    if weight >= 1.0:
+        return by_score
+    reranked = {i: rank for rank, i in enumerate(by_score)}
+    return sorted(
+        range(len(scores)),
+        key=lambda i: -((1 - weight) / (k + i + 1) + weight / (k + reranked[i] + 1)),
+    )
 
 
 class Scorer(Protocol):

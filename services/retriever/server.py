@@ -16,7 +16,13 @@ import numpy as np
 from ragplane.config import env_choice, env_float, env_int, env_str, listen_address
 from ragplane.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument
 from ragplane.retriever import metrics
-from ragplane.retriever.rerank import MAX_CANDIDATES, Reranker, RerankerSettings, load
+from ragplane.retriever.rerank import (
+    MAX_CANDIDATES,
+    Reranker,
+    RerankerSettings,
+    load,
+    rerank_order,
+)
 from ragplane.retriever.store import (
     MAX_BYTES,
     MAX_TAGS,
@@ -56,6 +62,8 @@ class RetrieverSettings:
     fusion: Fusion
     # How long a search may trust the collection's model as last read (0: every time).
     model_cache_s: float
+    # Rows written to a collection between flushes (0: never flush).
+    flush_rows: int
 
     @classmethod
     def from_env(cls) -> RetrieverSettings:
@@ -72,6 +80,7 @@ class RetrieverSettings:
             milvus_timeout_s=env_float("RAGPLANE_MILVUS_TIMEOUT_SECONDS", 30.0, minimum=0.1),
             reranker=RerankerSettings.from_env(),
             model_cache_s=env_float("RAGPLANE_RETRIEVER_MODEL_CACHE_SECONDS", 5.0, minimum=0.0),
+            flush_rows=env_int("RAGPLANE_MILVUS_FLUSH_ROWS", 2000, minimum=0),
             fusion=Fusion(
                 env_choice("RAGPLANE_FUSION", "rrf", ("rrf", "weighted")),
                 rrf_k=env_int("RAGPLANE_FUSION_RRF_K", RRF_K, minimum=1, maximum=16384),
@@ -174,7 +183,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         collections, filtered by metadata, with the top candidates optionally reranked."""
         names = _collection_names(request.collection, request.extra_collections)
         mode, top_k = _search_mode(request.mode), _top_k(request.top_k)
-        rerank, candidates = self._rerank_plan(request.rerank, top_k)
+        rerank, candidates, weight = self._rerank_plan(request.rerank, top_k)
         text = None
         if mode != common_pb2.SEARCH_MODE_DENSE or rerank:
             text = _query_text(request.query_text, mode, rerank)
@@ -234,7 +243,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             metrics.RERANK_DURATION.observe(elapsed)
             response.rerank_ms = elapsed * 1000
             response.reranker = self._reranker.label
-            order = sorted(range(len(merged)), key=lambda i: -scores[i])
+            order = rerank_order(scores, weight)
             chosen = [(merged[i], scores[i]) for i in order[:top_k]]
             response.hits.extend(
                 _scored(hit, query, mode, name, score) for (name, hit), score in chosen
@@ -245,8 +254,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         response.timing.compute_ms = (time.perf_counter() - started) * 1000
         return response
 
-    def _rerank_plan(self, options: common_pb2.Rerank, top_k: int) -> tuple[bool, int]:
-        """Whether to rerank, and how many candidates (N) to rescore for the top_k (K)."""
+    def _rerank_plan(self, options: common_pb2.Rerank, top_k: int) -> tuple[bool, int, float]:
+        """Whether to rerank, how many candidates (N) to rescore for the top_k (K), and
+        the weight of the reranker's order."""
+        if not 0.0 <= options.weight <= 1.0:
+            raise InvalidArgument(f"rerank.weight is {options.weight:g}; it must be 0-1")
         if options.candidates > MAX_CANDIDATES:
             raise InvalidArgument(
                 f"rerank.candidates is {options.candidates}; it must be at most {MAX_CANDIDATES}"
@@ -261,7 +273,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             on = settings.default_on and self._reranker.available
         else:
             on = options.mode == common_pb2.RERANK_MODE_ON
-        return on, max(options.candidates or settings.default_candidates, top_k)
+        candidates = max(options.candidates or settings.default_candidates, top_k)
+        return on, candidates, options.weight or settings.default_weight
 
     async def _milvus_search(
         self,
@@ -575,7 +588,12 @@ def _scored(
 async def run(settings: RetrieverSettings) -> None:
     """Connects to Milvus (loading every collection) and serves until SIGTERM."""
     reranker = await asyncio.to_thread(load, settings.reranker)
-    store = MilvusStore(settings.milvus_uri, settings.milvus_token, settings.milvus_timeout_s)
+    store = MilvusStore(
+        settings.milvus_uri,
+        settings.milvus_token,
+        settings.milvus_timeout_s,
+        flush_rows=settings.flush_rows,
+    )
     await store.start()
     servicer = RetrieverServicer(store, reranker, settings.fusion, settings.model_cache_s)
 

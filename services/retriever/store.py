@@ -210,8 +210,16 @@ class MilvusStore:
     """Collections bound to one embedding model, holding chunk rows; dense, BM25 and
     hybrid search."""
 
-    def __init__(self, uri: str, token: str, timeout_s: float, threads: int = 4) -> None:
+    def __init__(
+        self, uri: str, token: str, timeout_s: float, threads: int = 4, flush_rows: int = 2000
+    ) -> None:
         self.uri = uri
+        # Rows written to a collection since its last flush; at flush_rows it is flushed.
+        # Milvus Lite scans its unflushed rows on every search and filtered query (0.5 s
+        # per search at 14k unflushed rows, 0.1 s flushed); a Milvus server seals
+        # segments itself, where the flush is cheap and harmless.
+        self._flush_rows = flush_rows
+        self._unflushed: dict[str, int] = {}
         self._token = token
         self._timeout = timeout_s
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="milvus")
@@ -445,10 +453,21 @@ class MilvusStore:
             fresh = {row["id"] for row in rows}
             stale = [row for row in stored if row["id"] not in fresh]
             await self._delete_ids(collection, {row["id"] for row in stale})
+            await self._maybe_flush(collection, len(rows) + len(stale))
         deleted = {doc_id: 0 for doc_id, _ in documents}
         for row in stale:
             deleted[row["doc_id"]] += 1
         return [(len(doc_rows), deleted[doc_id]) for doc_id, doc_rows in documents]
+
+    async def _maybe_flush(self, collection: str, changed: int) -> None:
+        self._unflushed[collection] = self._unflushed.get(collection, 0) + changed
+        if self._flush_rows and self._unflushed[collection] >= self._flush_rows:
+            await self._call(
+                f"flush of {collection!r}",
+                lambda c: c.flush(collection, timeout=self._timeout),
+                collection,
+            )
+            self._unflushed[collection] = 0
 
     async def delete_document(self, collection: str, doc_id: str) -> int:
         """Deletes every chunk of a document; returns how many there were."""

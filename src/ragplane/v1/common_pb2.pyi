@@ -112,12 +112,14 @@ class Fusion(_message.Message):
     def __init__(self, method: _Optional[_Union[FusionMethod, str]] = ..., rrf_k: _Optional[int] = ..., dense_weight: _Optional[float] = ..., keyword_weight: _Optional[float] = ...) -> None: ...
 
 class Rerank(_message.Message):
-    __slots__ = ("mode", "candidates")
+    __slots__ = ("mode", "candidates", "weight")
     MODE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
     mode: RerankMode
     candidates: int
-    def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., candidates: _Optional[int] = ...) -> None: ...
+    weight: float
+    def __init__(self, mode: _Optional[_Union[RerankMode, str]] = ..., candidates: _Optional[int] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ScoredChunk(_message.Message):
     __slots__ = ("chunk", "score", "relevance", "collection", "rerank_score", "reranked")
