@@ -87,7 +87,15 @@ async def run(bench: Bench) -> dict[str, Any]:
         return {"what": "generator service, one stream (smoke: no baseline)", "service": single}
     folder = await asyncio.to_thread(ensure_hf_model, bench.layout.state_dir)
     port, logs = free_port(), Path(tempfile.mkdtemp(prefix="bench-vllm-"))
-    proc = openai_server.start(folder, port, bench.layout.state_dir, logs / "vllm.log")
+    # vLLM's CPU build binds its threads to cores: the stack's engine runs on core 0
+    # (bench.run sets that), the baseline on core 1, so neither slows the other.
+    proc = openai_server.start(
+        folder,
+        port,
+        bench.layout.state_dir,
+        logs / "vllm.log",
+        extra_env={"VLLM_CPU_OMP_THREADS_BIND": "1"},
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         await openai_server.wait_healthy(url, proc, logs / "vllm.log")

@@ -26,20 +26,33 @@ def render(r: dict[str, Any]) -> str:
         "(`python -m bench.run`; `--smoke` is the seconds-long variant the test suite runs).",
         "Medians, with the interquartile range in brackets where runs repeat.",
         "",
-        f"Measured on commit `{r['commit']}`, {r['date']}, {r['machine']}, no GPU; report",
-        "`bench/results/latest.json`.",
+        f"Last run on commit `{r['commit']}`, {r['date']}, {r['machine']}, no GPU; report",
+        "`bench/results/latest.json`. `--only` reruns some benchmarks and keeps the others'",
+        "results; the last column says which commit each row was measured on.",
         "",
-        "| what | baseline | ragplane | ratio / overhead | target | met |",
-        "|---|---|---|---|---|---|",
+        "| what | baseline | ragplane | ratio / overhead | target | met | commit |",
+        "|---|---|---|---|---|---|---|",
     ]
+
+    def at(section: dict[str, Any]) -> str:
+        return f" {section.get('commit', r['commit'])} |"
+
     e = r.get("embedder")
     if e:
         lines.append(
             f"| embedder texts/s, {e['clients']} concurrent clients x {e['texts_per_request']} texts "
             f"| in-process `encode`: {_spread(e['baseline'], '{:.0f}')} "
             f"| service: {_spread(e['ours'], '{:.0f}')} | {_spread(e['ratio'])} | >= 0.95 "
-            f"| {'yes' if e['ratio']['median'] >= 0.95 else 'no'} |"
+            f"| {'yes' if e['ratio']['median'] >= 0.95 else 'no'} |" + at(e)
         )
+        inf = e.get("vs_infinity")
+        if isinstance(inf, dict):
+            lines.append(
+                f"| embedder texts/s vs Infinity, same clients and requests "
+                f"| Infinity: {_spread(inf['baseline'], '{:.0f}')} "
+                f"| service: {_spread(inf['ours'], '{:.0f}')} | {_spread(inf['ratio'])} | > 1 "
+                f"| {'yes' if inf['ratio']['median'] > 1 else 'no'} |" + at(e)
+            )
     ret = r.get("retriever")
     if ret:
         for mode, m in ret["modes"].items():
@@ -47,7 +60,7 @@ def render(r: dict[str, Any]) -> str:
                 f"| retriever {mode} search p50 / p99 (ms) | pymilvus: {m['direct_p50_ms']:.2f} / "
                 f"{m['direct_p99_ms']:.2f} | service: {m['service_p50_ms']:.2f} / "
                 f"{m['service_p99_ms']:.2f} | +{m['added_p50_ms']:.2f} ms at p50 | < 1 ms "
-                f"| {'yes' if m['added_p50_ms'] < 1 else 'no'} |"
+                f"| {'yes' if m['added_p50_ms'] < 1 else 'no'} |" + at(ret)
             )
     g = r.get("generator")
     if g and "1_streams" in g:
@@ -59,21 +72,21 @@ def render(r: dict[str, Any]) -> str:
                 f"{x['vllm_openai']['tokens_per_second']:.0f}, {x['vllm_openai']['ttft_ms_p50']:.0f} "
                 f"| service: {x['service']['tokens_per_second']:.0f}, {x['service']['ttft_ms_p50']:.0f} "
                 f"| {tok:.2f}x tokens/s, {ttft:.2f}x TTFT | within 5 % "
-                f"| {'yes' if tok >= 0.95 and ttft <= 1.05 else 'no'} |"
+                f"| {'yes' if tok >= 0.95 and ttft <= 1.05 else 'no'} |" + at(g)
             )
     gw = r.get("gateway")
     if gw:
         lines.append(
             f"| gateway's own time per Ask (ms) | sum of stages | total {gw['ask_total_ms_p50']:.0f} "
             f"| {gw['gateway_own_ms_p50']:.2f} ms p50, {gw['gateway_own_ms_p99']:.2f} ms p99 | < 5 ms "
-            f"| {'yes' if gw['gateway_own_ms_p50'] < 5 else 'no'} |"
+            f"| {'yes' if gw['gateway_own_ms_p50'] < 5 else 'no'} |" + at(gw)
         )
     ix = r.get("indexing")
     if ix:
         lines.append(
             f"| indexing chunks/s ({ix['corpus']}) | naive loop: {ix['naive_chunks_per_second']:.1f} "
             f"| gateway: {ix['gateway_chunks_per_second']:.1f} | {ix['ratio']:.1f}x | >= 10x "
-            f"| {'yes' if ix['ratio'] >= 10 else 'no'} |"
+            f"| {'yes' if ix['ratio'] >= 10 else 'no'} |" + at(ix)
         )
     lines += ["", "## Details", ""]
     if e:

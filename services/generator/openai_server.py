@@ -23,6 +23,7 @@ def start(
     log: Path,
     max_model_len: int = 2048,
     kv_cache_bytes: int = 256 * 2**20,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     """Starts `python -m vllm.entrypoints.openai.api_server` on loopback."""
     argv = [
@@ -35,7 +36,7 @@ def start(
     with log.open("ab") as out:
         return subprocess.Popen(
             argv,
-            env={**os.environ, **vllm_environment(state_dir)},
+            env={**os.environ, **vllm_environment(state_dir), **(extra_env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

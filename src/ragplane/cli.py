@@ -234,7 +234,10 @@ async def _evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
     }
     try:
         evaluator = evaluation.Evaluator(channels, collection or "default")
-        report = await evaluator.evaluate(questions, modes, args.k, not args.no_answers)
+        answers: bool | set[str] = not args.no_answers
+        if args.answers_for and answers:
+            answers = set(args.answers_for.split(","))
+        report = await evaluator.evaluate(questions, modes, args.k, answers)
     finally:
         for channel in channels.values():
             await channel.close()
@@ -268,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--modes", default="dense,keyword,hybrid,hybrid+rerank")
     evaluate.add_argument("--k", type=int, default=5, help="cut-off of recall@k")
     evaluate.add_argument("--no-answers", action="store_true", help="ranking metrics only")
+    evaluate.add_argument(
+        "--answers-for", default="", help="comma-separated modes to get answers in (default all)"
+    )
     evaluate.add_argument("--out", type=Path, default=Path("eval-report.json"))
     for name, helptext in (
         ("ingest", "index files and folders (Markdown, HTML, text)"),

@@ -224,8 +224,14 @@ class Evaluator:
         )
 
     async def evaluate(
-        self, questions: list[Question], modes: list[str], k: int, answers: bool, out=sys.stderr
+        self,
+        questions: list[Question],
+        modes: list[str],
+        k: int,
+        answers: bool | set[str],
+        out=sys.stderr,
     ) -> dict[str, Any]:
+        """Every mode's metrics; `answers` is True, False or the modes to get answers in."""
         report: dict[str, Any] = {"questions": len(questions), "k": k, "modes": {}}
         for name in modes:
             started = time.perf_counter()
@@ -233,9 +239,10 @@ class Evaluator:
             for i, q in enumerate(questions):
                 out.write(f"\r  {name}: {i + 1}/{len(questions)}")
                 out.flush()
-                rows.append(await self._one(q, MODES[name], k, answers))
+                answer = name in answers if isinstance(answers, set) else answers
+                rows.append(await self._one(q, MODES[name], k, answer))
             out.write("\n")
-            report["modes"][name] = summarize(rows, answers)
+            report["modes"][name] = summarize(rows, "timings" in rows[0])
             report["modes"][name]["seconds"] = round(time.perf_counter() - started, 1)
             report.setdefault("per_question", {})[name] = rows
         return report
