@@ -59,7 +59,7 @@ class GatewaySettings:
                 mode=SEARCH_MODES[
                     env_choice("RAGPLANE_GATEWAY_SEARCH_MODE", "hybrid", tuple(SEARCH_MODES))
                 ],
-                min_relevance=env_float("RAGPLANE_GATEWAY_MIN_RELEVANCE", 0.35),
+                min_relevance=env_float("RAGPLANE_GATEWAY_MIN_RELEVANCE", 0.45),
             ),
         )
 

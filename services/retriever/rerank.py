@@ -64,7 +64,7 @@ class RerankerSettings:
             default_candidates=env_int(
                 "RAGPLANE_RERANK_CANDIDATES", 20, minimum=1, maximum=MAX_CANDIDATES
             ),
-            default_weight=env_float("RAGPLANE_RERANK_WEIGHT", 1.0, minimum=0.0),
+            default_weight=env_float("RAGPLANE_RERANK_WEIGHT", 0.5, minimum=0.0),
             max_passage_tokens=env_int("RAGPLANE_RERANK_MAX_PASSAGE_TOKENS", 256, minimum=16),
             batch_size=env_int("RAGPLANE_RERANK_BATCH_SIZE", 8, minimum=1, maximum=256),
         )
