@@ -158,6 +158,7 @@ async def reranking(
             "RAGPLANE_RERANKER_MODEL_ID": "test/cross-encoder",
             "RAGPLANE_RERANKER_WEIGHTS_SHA256": sha,
             "RAGPLANE_RERANK_BY_DEFAULT": "false",
+            "RAGPLANE_RERANK_WEIGHT": "1.0",
         },
     )
     try:
@@ -220,12 +221,32 @@ async def test_reranked_hits_come_in_the_checkpoints_order(reranking, cross_enco
     )
     order = sorted(range(len(candidates)), key=lambda i: -expected[i])[:3]
     assert [h.chunk.id for h in reply.hits] == [candidates[i].chunk.id for i in order]
-    assert all(h.reranked and h.score == h.rerank_score for h in reply.hits)
+    assert all(h.reranked and h.score != h.rerank_score for h in reply.hits)
     assert [h.rerank_score for h in reply.hits] == pytest.approx(
         [expected[i] for i in order], abs=1e-4
     )
     # Relevance stays the query-chunk cosine, whatever the order.
     assert all(-1.0 <= h.relevance <= 1.0 and h.relevance != 0 for h in reply.hits)
+
+
+async def test_a_rerank_weight_blends_the_two_orders(reranking, cross_encoder):
+    folder, _ = cross_encoder
+    candidates = await search(reranking, **query(), top_k=7, rerank=OFF)
+    reply = await reranking.Search(
+        retriever_pb2.SearchRequest(
+            collection="pg",
+            model=MODEL,
+            **query(),
+            top_k=7,
+            rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_ON, candidates=7, weight=0.5),
+        ),
+        timeout=T,
+    )
+    expected = CrossEncoderScorer(folder, 128, 8).score(
+        "replication wal senders", [h.chunk.text for h in candidates]
+    )
+    order = rerank_order(expected, 0.5)
+    assert [h.chunk.id for h in reply.hits] == [candidates[i].chunk.id for i in order]
 
 
 async def test_rerank_is_off_unless_asked_when_the_default_is_off(reranking):

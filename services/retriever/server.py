@@ -144,11 +144,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         name = _collection_name(request.collection)
         model = await self._bound_model(name, request.model, "index")
         documents = _validated_documents(request.documents, model.dimension)
-        if await self._store.has_tags(name):
-            for _, rows in documents:
-                for row in rows:
-                    row["tags"] = row["tags"] or []
-        else:
+        if not await self._store.has_tags(name):
             for doc_id, rows in documents:
                 if any(row.pop("tags") for row in rows):
                     raise FailedPrecondition(
@@ -192,44 +188,29 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             raise InvalidArgument(f"query_vector is required in {_mode_name(mode)} mode")
         expr = _filter(request.filter)
         fusion = _fusion(request.fusion, self._fusion)
-        model = None
-        for name in names:
-            if request.query_vector or request.model.id:
-                bound = await self._bound_model(name, request.model, "query", self._model_cache_s)
-            else:
-                bound = await self._store.model_of(name, self._model_cache_s)
-            if model is not None and not model.matches(bound):
-                raise FailedPrecondition(
-                    f"collections '{names[0]}' ({model.label()}) and '{name}' "
-                    f"({bound.label()}) hold vectors of different models; search them apart"
-                )
-            model = bound
-            if request.filter.tags and not await self._store.has_tags(name):
-                raise FailedPrecondition(
-                    f"collection '{name}' was created before tags existed; it cannot be "
-                    "filtered by tags (re-index it into a new collection)"
-                )
-        assert model is not None
+        model = await self._shared_model(names, request)
         query = (
             _vector(request.query_vector, model.dimension, "query_vector")
             if request.query_vector
             else None
         )
         started = time.perf_counter()
-        found = []
-        for name in names:
-            hits = await self._milvus_search(
-                name,
-                mode,
-                candidates if rerank else top_k,
-                query if uses_vector else None,
-                text if mode != common_pb2.SEARCH_MODE_DENSE else None,
-                expr,
-                query,
-                fusion,
+        found = await asyncio.gather(
+            *(
+                self._milvus_search(
+                    name,
+                    mode,
+                    candidates if rerank else top_k,
+                    query if uses_vector else None,
+                    text if mode != common_pb2.SEARCH_MODE_DENSE else None,
+                    expr,
+                    query,
+                    fusion,
+                )
+                for name in names
             )
-            found.append((name, hits))
-        merged = _merge(found, mode)
+        )
+        merged = _merge(list(zip(names, found, strict=True)), mode)
         response = retriever_pb2.SearchResponse()
         if rerank and merged:
             assert text is not None
@@ -253,6 +234,31 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         metrics.SEARCH_HITS.observe(len(response.hits))
         response.timing.compute_ms = (time.perf_counter() - started) * 1000
         return response
+
+    async def _shared_model(
+        self, names: list[str], request: retriever_pb2.SearchRequest
+    ) -> ModelRecord:
+        """The one model every searched collection is bound to (and the query's, when it
+        names one); a tag filter also needs every collection to have tags."""
+        model = None
+        for name in names:
+            if request.query_vector or request.model.id:
+                bound = await self._bound_model(name, request.model, "query", self._model_cache_s)
+            else:
+                bound = await self._store.model_of(name, self._model_cache_s)
+            if model is not None and not model.matches(bound):
+                raise FailedPrecondition(
+                    f"collections '{names[0]}' ({model.label()}) and '{name}' "
+                    f"({bound.label()}) hold vectors of different models; search them apart"
+                )
+            model = bound
+            if request.filter.tags and not await self._store.has_tags(name):
+                raise FailedPrecondition(
+                    f"collection '{name}' was created before tags existed; it cannot be "
+                    "filtered by tags (re-index it into a new collection)"
+                )
+        assert model is not None
+        return model
 
     def _rerank_plan(self, options: common_pb2.Rerank, top_k: int) -> tuple[bool, int, float]:
         """Whether to rerank, how many candidates (N) to rescore for the top_k (K), and
@@ -574,7 +580,7 @@ def _scored(
     )
     return common_pb2.ScoredChunk(
         chunk=chunk,
-        score=hit.score if rerank_score is None else rerank_score,
+        score=hit.score,
         relevance=_relevance(hit, query, mode),
         collection=collection,
         rerank_score=rerank_score or 0.0,
