@@ -242,7 +242,7 @@ class Evaluator:
                 answer = name in answers if isinstance(answers, set) else answers
                 rows.append(await self._one(q, MODES[name], k, answer))
             out.write("\n")
-            report["modes"][name] = summarize(rows, "timings" in rows[0])
+            report["modes"][name] = summarize(rows, any("abstained" in r for r in rows))
             report["modes"][name]["seconds"] = round(time.perf_counter() - started, 1)
             report.setdefault("per_question", {})[name] = rows
         return report
@@ -256,7 +256,14 @@ class Evaluator:
             row["rr"] = reciprocal_rank(ranked, q.relevant)
             row["ndcg"] = ndcg_at(ranked, q.relevant)
         if answers:
-            reply = await self.answer(q.question, mode)
+            try:
+                reply = await self.answer(q.question, mode)
+            except grpc.aio.AioRpcError as exc:
+                # A failed answer (a deadline on a loaded machine, say) counts as wrong
+                # and is reported; it does not end the evaluation.
+                row["answer_error"] = f"{exc.code().name}: {exc.details()}"
+                row["abstained"] = row["correct"] = False
+                return row
             row["abstained"] = says_it_does_not_know(reply.answer, reply.finished)
             row["correct"] = q.answerable and q.answer_phrase.lower() in reply.answer.lower()
             t = reply.finished.timings
@@ -302,9 +309,11 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
         summary["answer_accuracy"] = _mean([float(r["correct"]) for r in answerable])
         summary["false_abstention_rate"] = _mean([float(r["abstained"]) for r in answerable])
         summary["abstention_accuracy"] = _mean([float(r["abstained"]) for r in unanswerable])
+        timed = [r for r in rows if "timings" in r]
+        summary["answer_errors"] = len(rows) - len(timed)
         summary["latency_ms_p50"] = {
-            stage: round(statistics.median(r["timings"][stage] for r in rows), 1)
-            for stage in rows[0]["timings"]
+            stage: round(statistics.median(r["timings"][stage] for r in timed), 1)
+            for stage in (timed[0]["timings"] if timed else {})
         }
     return summary
 
