@@ -82,6 +82,8 @@ CHUNK_FIELDS = [
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 RRF_K = 60
+WRITE_BATCH_ROWS = 500
+QUERY_PAGE_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,6 @@ class Fusion:
             return WeightedRanker(self.dense_weight, self.keyword_weight)
         return RRFRanker(self.rrf_k)
 
-
-WRITE_BATCH_ROWS = 500
-QUERY_PAGE_ROWS = 1000
 
 # Milvus error codes (pymilvus ErrorCode and Milvus' merr share them).
 COLLECTION_NOT_FOUND = 100
