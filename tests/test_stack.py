@@ -359,3 +359,25 @@ async def test_reranked_answer_cites_its_document(gateway, handbook):
     assert finished.timings.rerank_ms > 0
     assert finished.timings.retrieve_ms >= finished.timings.rerank_ms
     assert "runbooks/deploy.md" in {c.doc_id for c in citations}
+
+
+async def test_evaluation_runs_every_mode_against_the_stack(channels, handbook):
+    from ragplane import evaluation
+
+    questions = [
+        q
+        for q in evaluation.load_questions(CORPUS.parent / "handbook-questions.jsonl")
+        if q.id in ("q01", "q27", "q41")
+    ]
+    evaluator = evaluation.Evaluator(channels, HANDBOOK)
+    modes = ["dense", "hybrid-weighted", "hybrid+rerank"]
+    await evaluator.check_modes(questions[0].question, modes)
+    report = await evaluator.evaluate(questions, modes, 5, {"hybrid+rerank"}, out=io.StringIO())
+    assert set(report["modes"]) == set(modes)
+    reranked = report["modes"]["hybrid+rerank"]
+    assert reranked["retrieval_latency_ms_p50"]["rerank_ms"] > 0
+    assert report["modes"]["dense"]["retrieval_latency_ms_p50"]["rerank_ms"] == 0
+    assert 0 <= reranked["mrr@10"] <= 1 and "answer_accuracy" in reranked
+    assert "answer_accuracy" not in report["modes"]["dense"]
+    assert reranked["answer_errors"] == 0
+    assert evaluation.format_table(report).count("\n") == len(modes) + 1

@@ -234,6 +234,7 @@ async def _evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
     }
     try:
         evaluator = evaluation.Evaluator(channels, collection or "default")
+        await evaluator.check_modes(questions[0].question, modes)
         answers: bool | set[str] = not args.no_answers
         if args.answers_for and answers:
             answers = set(args.answers_for.split(","))

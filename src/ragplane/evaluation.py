@@ -213,6 +213,21 @@ class Evaluator:
         }
         return ranked_documents(list(found.hits)), best, timings
 
+    async def check_modes(self, question: str, modes: list[str]) -> None:
+        """Fails fast, before minutes of work, when the stack cannot run a mode (reranking
+        without a reranker)."""
+        for name in modes:
+            try:
+                await self.rank(question, MODES[name])
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                raise SystemExit(
+                    f"ragplane: mode {name} cannot run on this stack: {exc.details()}; start "
+                    "it with RAGPLANE_RERANKER=causal-lm (or a cross-encoder), or leave "
+                    f"{name} out of --modes"
+                ) from None
+
     async def answer(self, question: str, mode: Mode) -> gateway_pb2.AskUnaryResponse:
         return await self._gateway.AskUnary(
             gateway_pb2.AskUnaryRequest(
