@@ -59,7 +59,7 @@ def render(r: dict[str, Any]) -> str:
             lines.append(
                 f"| retriever {mode} search p50 / p99 (ms) | pymilvus: {m['direct_p50_ms']:.2f} / "
                 f"{m['direct_p99_ms']:.2f} | service: {m['service_p50_ms']:.2f} / "
-                f"{m['service_p99_ms']:.2f} | +{m['added_p50_ms']:.2f} ms at p50 | < 1 ms "
+                f"{m['service_p99_ms']:.2f} | {m['added_p50_ms']:+.2f} ms at p50 | < 1 ms "
                 f"| {'yes' if m['added_p50_ms'] < 1 else 'no'} |" + at(ret)
             )
     g = r.get("generator")

@@ -30,13 +30,18 @@ async def smoke_bench(running_stack, channels):
 async def test_benchmark_runs_in_smoke_mode(smoke_bench, name):
     result = await bench_run.BENCHMARKS[name](smoke_bench)
     assert result["what"]
-    numbers = [v for v in _leaves(result) if isinstance(v, float)]
-    assert numbers and all(v == v and v >= 0 for v in numbers)  # measured, no NaN
+    numbers = [(k, v) for k, v in _leaves(result) if isinstance(v, float)]
+    assert numbers and all(v == v for _, v in numbers)  # measured, no NaN
+    # A difference of two medians (the service's own time) may fall below zero in noise.
+    assert all(v >= 0 for k, v in numbers if not k.startswith(DIFFERENCES)), numbers
 
 
-def _leaves(value):
+DIFFERENCES = ("added_", "gateway_own_")
+
+
+def _leaves(value, key=""):
     if isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves(v)
+        for k, v in value.items():
+            yield from _leaves(v, k)
     else:
-        yield value
+        yield key, value
