@@ -38,6 +38,15 @@ def test_threshold_sweep_measures_both_sides():
     assert at_035["false_abstention_rate"] == pytest.approx(1 / 3, abs=1e-3)
 
 
+def test_threshold_sweep_adds_the_names_check():
+    answerable = [{"best_relevance": 0.7, "missing_names": []}, {"best_relevance": 0.3}]
+    unanswerable = [{"best_relevance": 0.6, "missing_names": ["MongoDB"]}]
+    at_035 = next(r for r in sweep(answerable, unanswerable) if r["threshold"] == 0.35)
+    assert at_035["abstention_accuracy"] == 0.0
+    assert at_035["abstention_accuracy_with_names_check"] == 1.0
+    assert at_035["false_abstention_rate_with_names_check"] == 0.5
+
+
 def test_the_sample_questions_file_loads():
     questions = load_questions(ROOT / "samples" / "handbook-questions.jsonl")
     assert len(questions) >= 40

@@ -103,6 +103,15 @@ async def test_unanswerable_question_says_it_does_not_know(gateway, handbook):
     assert finished.abstained or "don't know" in answer.lower()
 
 
+async def test_question_naming_what_no_document_mentions_is_not_answered(gateway, handbook):
+    # Close in meaning to the deploy runbook, but about a platform the handbook never names.
+    answer, citations, finished = await ask(
+        gateway, "How do I roll back a bad deploy of ledger-api on Heroku?"
+    )
+    assert finished.abstained and not citations
+    assert "don't know" in answer
+
+
 async def test_ask_unary_returns_the_whole_answer(gateway, handbook):
     q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
     reply = await gateway.AskUnary(

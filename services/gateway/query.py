@@ -13,6 +13,7 @@ from opentelemetry import trace
 from ragplane.errors import InvalidArgument, Unavailable
 from ragplane.gateway import metrics
 from ragplane.gateway.clients import Backends, Timeouts, deadline
+from ragplane.gateway.grounding import missing_terms
 from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, generator_pb2, retriever_pb2
@@ -28,6 +29,8 @@ class QuerySettings:
     mode: int  # common_pb2.SearchMode
     # Query-chunk cosine similarity below which nothing retrieved counts as relevant.
     min_relevance: float
+    # Abstain when the question names something (see grounding.py) no hit mentions.
+    check_names: bool = True
 
 
 class QueryPipeline:
@@ -71,9 +74,13 @@ class QueryPipeline:
                 timeout=deadline(context, self._timeouts.retrieve),
             )
             timings.rerank_ms = found.rerank_ms
-            relevant = self._relevant(found.hits)
+            relevant, missing = self._relevant(question, found.hits)
             span.set_attributes(
-                {"ragplane.hits": len(found.hits), "ragplane.relevant": len(relevant)}
+                {
+                    "ragplane.hits": len(found.hits),
+                    "ragplane.relevant": len(relevant),
+                    "ragplane.missing_names": missing,
+                }
             )
         if not relevant:
             metrics.ANSWERS.labels("abstained").inc()
@@ -138,16 +145,21 @@ class QueryPipeline:
             raise InvalidArgument(f"top_k is {top_k}; the limit is {MAX_TOP_K}")
         return question, top_k, request.max_tokens or self._settings.max_tokens
 
-    def _relevant(self, hits: Sequence[common_pb2.ScoredChunk]) -> list[common_pb2.ScoredChunk]:
-        """All hits, in rank order, if the best of them is relevant; none otherwise.
+    def _relevant(
+        self, question: str, hits: Sequence[common_pb2.ScoredChunk]
+    ) -> tuple[list[common_pb2.ScoredChunk], list[str]]:
+        """All hits, in rank order, if they can answer; none otherwise. Also the names in the
+        question that no hit mentions.
 
         Relevance is the query-chunk cosine whatever the mode: one calibrated scale. A
         question whose best chunk is below it is one the corpus does not answer, and the
-        generator is not asked (a small model answers anyway, from junk).
+        generator is not asked (a small model answers anyway, from junk). Nor is it asked
+        when the question names something none of the hits mentions (grounding.py).
         """
         if not hits or max(h.relevance for h in hits) < self._settings.min_relevance:
-            return []
-        return list(hits)
+            return [], []
+        missing = missing_terms(question, hits) if self._settings.check_names else []
+        return ([] if missing else list(hits)), missing
 
     async def _fit(
         self, question: str, hits: list[common_pb2.ScoredChunk], max_tokens: int, context

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from ragplane.config import DEFAULT_PORTS, env_choice, env_float, env_int, env_str, listen_address
+from ragplane.config import (
+    DEFAULT_PORTS,
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_str,
+    listen_address,
+)
 from ragplane.errors import InvalidArgument
 from ragplane.gateway.clients import Backends, Timeouts, deadline
 from ragplane.gateway.indexing import IndexingPipeline
@@ -60,6 +68,7 @@ class GatewaySettings:
                     env_choice("RAGPLANE_GATEWAY_SEARCH_MODE", "hybrid", tuple(SEARCH_MODES))
                 ],
                 min_relevance=env_float("RAGPLANE_GATEWAY_MIN_RELEVANCE", 0.45),
+                check_names=env_bool("RAGPLANE_GATEWAY_CHECK_NAMES", True),
             ),
         )
 

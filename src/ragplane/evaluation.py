@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from ragplane.gateway.grounding import missing_terms
 from ragplane.v1 import (
     common_pb2,
     embedder_pb2,
@@ -66,6 +67,9 @@ RANK_DEPTH = 10
 # Chunks fetched per question (several chunks of one document share its rank); with
 # reranking, also the candidates the reranker rescores.
 CANDIDATES = 20
+# The hits the gateway puts in the prompt by default (RAGPLANE_GATEWAY_TOP_K), the context
+# its names check reads: the sweep applies the same check to the same many hits.
+CONTEXT_HITS = 3
 TIMEOUT_S = 180.0
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,9 +189,11 @@ class Evaluator:
         self._gateway = gateway_pb2_grpc.GatewayServiceStub(channels["gateway"])
         self._collection = collection
 
-    async def rank(self, question: str, mode: Mode) -> tuple[list[str], float, dict[str, float]]:
-        """Documents in rank order, the best query-chunk relevance among the hits, and
-        the time each retrieval stage took."""
+    async def rank(
+        self, question: str, mode: Mode
+    ) -> tuple[list[common_pb2.ScoredChunk], float, dict[str, float]]:
+        """Hits in rank order, the best query-chunk relevance among them, and the time
+        each retrieval stage took."""
         started = time.perf_counter()
         embedded = await self._embedder.Embed(
             embedder_pb2.EmbedRequest(texts=[question]), timeout=TIMEOUT_S
@@ -211,7 +217,7 @@ class Evaluator:
             "search_ms": (finished_at - embedded_at) * 1000 - found.rerank_ms,
             "rerank_ms": found.rerank_ms,
         }
-        return ranked_documents(list(found.hits)), best, timings
+        return list(found.hits), best, timings
 
     async def check_modes(self, question: str, modes: list[str]) -> None:
         """Fails fast, before minutes of work, when the stack cannot run a mode (reranking
@@ -264,8 +270,10 @@ class Evaluator:
 
     async def _one(self, q: Question, mode: Mode, k: int, answers: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"id": q.id, "kind": q.kind, "answerable": q.answerable}
-        ranked, row["best_relevance"], row["retrieval_timings"] = await self.rank(q.question, mode)
+        hits, row["best_relevance"], row["retrieval_timings"] = await self.rank(q.question, mode)
+        ranked = ranked_documents(hits)
         row["ranked"] = ranked[:RANK_DEPTH]
+        row["missing_names"] = missing_terms(q.question, hits[:CONTEXT_HITS])
         if q.answerable:
             row["recall"] = recall_at(ranked, q.relevant, k)
             row["rr"] = reciprocal_rank(ranked, q.relevant)
@@ -335,21 +343,24 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
 
 def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) -> list[dict]:
     """For each threshold on the best hit's relevance: how many unanswerable questions it
-    turns away (abstention) and how many answerable ones it wrongly turns away."""
+    turns away (abstention) and how many answerable ones it wrongly turns away, alone and
+    with the gateway's names check (grounding.py) on the top hits."""
+
+    def turned_away(r: dict[str, Any], t: float, names: bool) -> float:
+        return float(r["best_relevance"] < t or (names and bool(r.get("missing_names"))))
+
     rows = []
     for step in range(10, 71, 5):
         t = step / 100
-        rows.append(
-            {
-                "threshold": t,
-                "abstention_accuracy": _mean(
-                    [float(r["best_relevance"] < t) for r in unanswerable]
-                ),
-                "false_abstention_rate": _mean(
-                    [float(r["best_relevance"] < t) for r in answerable]
-                ),
-            }
-        )
+        row: dict[str, Any] = {"threshold": t}
+        for suffix, names in (("", False), ("_with_names_check", True)):
+            row["abstention_accuracy" + suffix] = _mean(
+                [turned_away(r, t, names) for r in unanswerable]
+            )
+            row["false_abstention_rate" + suffix] = _mean(
+                [turned_away(r, t, names) for r in answerable]
+            )
+        rows.append(row)
     return rows
 
 

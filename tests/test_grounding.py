@@ -1,0 +1,44 @@
+"""The gateway's names check: which words of a question are names, and which of those the
+retrieved context does not mention."""
+
+from __future__ import annotations
+
+from ragplane.gateway.grounding import missing_terms, named_terms
+from ragplane.v1 import common_pb2
+
+
+def hit(text: str, title: str = "", section: str = "") -> common_pb2.ScoredChunk:
+    return common_pb2.ScoredChunk(chunk=common_pb2.Chunk(text=text, title=title, section=section))
+
+
+def test_names_are_identifiers_numbers_and_capitalised_words():
+    assert named_terms("What is the default port of MongoDB?") == ["MongoDB"]
+    assert named_terms("Which condition name does PostgreSQL use for SQLSTATE 40P01?") == [
+        "PostgreSQL",
+        "SQLSTATE",
+        "40P01",
+    ]
+    assert named_terms("What does setting wal_level to logical add?") == ["wal_level"]
+    assert named_terms("What is the Wi-Fi password for guests?") == ["Wi-Fi"]
+
+
+def test_common_words_bare_numbers_and_the_first_word_are_not_names():
+    assert named_terms("How do I shrink a bloated table?") == []
+    assert named_terms("What does exit status 2 mean for SQLSTATE 23505?") == ["SQLSTATE"]
+    assert named_terms("Which team owns ledger-api?") == []
+
+
+def test_a_name_no_hit_mentions_is_missing():
+    hits = [hit("PostgreSQL listens on port 5432.", title="Connections")]
+    assert missing_terms("What is the default port of MongoDB?", hits) == ["MongoDB"]
+    assert missing_terms("Which port does PostgreSQL use?", hits) == []
+
+
+def test_names_match_across_case_punctuation_title_and_section():
+    hits = [hit("Set max_wal_senders first.", section="Streaming Replication")]
+    assert missing_terms("What limits Max-Wal-Senders in Streaming replication?", hits) == []
+    assert missing_terms("What is WAL?", [hit("the wal")]) == []
+
+
+def test_no_hits_leave_every_name_missing():
+    assert missing_terms("Is CockroachDB supported?", []) == ["CockroachDB"]
