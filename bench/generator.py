@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Bench, free_port
+from bench.harness import Bench, free_port, spread
 from ragplane.generator import openai_server
 from ragplane.generator.model import ensure_hf_model
 from ragplane.v1 import generator_pb2, generator_pb2_grpc
 
+# Alternating runs of each side per stream count; their ratios give the spread.
+RUNS = 3
 MESSAGES = [
     {"role": "system", "content": "Answer the question using only the context."},
     {
@@ -109,7 +111,7 @@ async def run(bench: Bench) -> dict[str, Any]:
                 runs: dict[str, list[dict[str, float]]] = {"service": [], "vllm_openai": []}
                 await via_service(stub, 4)
                 await via_openai(client, folder.model_id, 4)
-                for _ in range(2):  # alternating, so drift hits both
+                for _ in range(RUNS):  # alternating, so drift hits both
                     runs["service"].append(
                         await streams(lambda: via_service(stub, max_tokens), count)
                     )
@@ -133,6 +135,14 @@ async def run(bench: Bench) -> dict[str, Any]:
                     s["tokens_per_second"] / v["tokens_per_second"]
                 )
                 results[f"{count}_streams"]["ttft_ratio"] = s["ttft_ms_p50"] / v["ttft_ms_p50"]
+                # Ratios of each alternating pair of runs: the spread of the ratio.
+                pairs = list(zip(runs["service"], runs["vllm_openai"], strict=True))
+                results[f"{count}_streams"]["tokens_per_second_ratio_runs"] = spread(
+                    [a["tokens_per_second"] / b["tokens_per_second"] for a, b in pairs]
+                )
+                results[f"{count}_streams"]["ttft_ratio_runs"] = spread(
+                    [a["ttft_ms_p50"] / b["ttft_ms_p50"] for a, b in pairs]
+                )
         return results
     finally:
         proc.terminate()

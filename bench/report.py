@@ -11,10 +11,8 @@ from typing import Any
 from bench.harness import ROOT
 
 
-def _spread(s: dict[str, float], fmt: str = "{:.2f}") -> str:
-    return (
-        f"{fmt.format(s['median'])} ({fmt.format(s['q1'])}–{fmt.format(s['q3'])}, {s['runs']} runs)"
-    )
+def _spread(s: dict[str, float], fmt: str = "{:.2f}", unit: str = "runs") -> str:
+    return f"{fmt.format(s['median'])} ({fmt.format(s['q1'])}–{fmt.format(s['q3'])}, {s['runs']} {unit})"
 
 
 def render(r: dict[str, Any]) -> str:
@@ -59,7 +57,13 @@ def render(r: dict[str, Any]) -> str:
             lines.append(
                 f"| retriever {mode} search p50 / p99 (ms) | pymilvus: {m['direct_p50_ms']:.2f} / "
                 f"{m['direct_p99_ms']:.2f} | service: {m['service_p50_ms']:.2f} / "
-                f"{m['service_p99_ms']:.2f} | {m['added_p50_ms']:+.2f} ms at p50 | < 1 ms "
+                f"{m['service_p99_ms']:.2f} | {m['added_p50_ms']:+.2f} ms at p50"
+                + (
+                    f"; paired: {_spread(m['added_ms_paired'], '{:+.2f}', 'queries')}"
+                    if "added_ms_paired" in m
+                    else ""
+                )
+                + " | < 1 ms "
                 f"| {'yes' if m['added_p50_ms'] < 1 else 'no'} |" + at(ret)
             )
     g = r.get("generator")
@@ -71,7 +75,14 @@ def render(r: dict[str, Any]) -> str:
                 f"| generator, {count} stream(s): tokens/s, TTFT (ms) | vLLM OpenAI server: "
                 f"{x['vllm_openai']['tokens_per_second']:.0f}, {x['vllm_openai']['ttft_ms_p50']:.0f} "
                 f"| service: {x['service']['tokens_per_second']:.0f}, {x['service']['ttft_ms_p50']:.0f} "
-                f"| {tok:.2f}x tokens/s, {ttft:.2f}x TTFT | within 5 % "
+                f"| {tok:.2f}x tokens/s, {ttft:.2f}x TTFT"
+                + (
+                    f"; per pair: {_spread(x['tokens_per_second_ratio_runs'])} tokens/s, "
+                    f"{_spread(x['ttft_ratio_runs'])} TTFT"
+                    if "ttft_ratio_runs" in x
+                    else ""
+                )
+                + " | within 5 % "
                 f"| {'yes' if tok >= 0.95 and ttft <= 1.05 else 'no'} |" + at(g)
             )
     gw = r.get("gateway")
