@@ -25,6 +25,7 @@ def test_names_are_identifiers_numbers_and_capitalised_words():
 def test_common_words_bare_numbers_and_the_first_word_are_not_names():
     assert named_terms("How do I shrink a bloated table?") == []
     assert named_terms("What does exit status 2 mean for SQLSTATE 23505?") == ["SQLSTATE"]
+    assert named_terms("We run Patroni. How does failover work? Is it safe!") == ["Patroni"]
     assert named_terms("Which team owns ledger-api?") == []
 
 

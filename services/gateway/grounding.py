@@ -20,24 +20,26 @@ from collections.abc import Iterable
 from ragplane.v1 import common_pb2
 
 # Words, with the inner punctuation identifiers carry: max_wal_senders, db.r6g.large,
-# --no-owner (as no-owner), Wi-Fi, 23505.
+# --no-owner (as no-owner), Wi-Fi, 40P01.
 _WORD = re.compile(r"[A-Za-z0-9](?:[\w.\-]*[A-Za-z0-9])?")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
 
 
 def named_terms(question: str) -> list[str]:
     """The question's names: identifiers (an underscore, or digits among letters, in them),
-    words with an inner capital (PostgreSQL, MongoDB), and capitalised words past the
-    first."""
+    words with an inner capital (PostgreSQL, MongoDB), and capitalised words that do not
+    start a sentence."""
     terms = []
-    for i, word in enumerate(_WORD.findall(question)):
-        if word.isdigit():
-            continue
-        identifier = "_" in word or any(c.isdigit() for c in word)
-        inner_capital = any(c.isupper() for c in word[1:])
-        proper = i > 0 and word[0].isupper() and len(word) > 1
-        if identifier or inner_capital or proper:
-            terms.append(word)
+    for sentence in _SENTENCE_END.split(question):
+        for i, word in enumerate(_WORD.findall(sentence)):
+            if word.isdigit():
+                continue
+            identifier = "_" in word or any(c.isdigit() for c in word)
+            inner_capital = any(c.isupper() for c in word[1:])
+            proper = i > 0 and word[0].isupper() and len(word) > 1
+            if identifier or inner_capital or proper:
+                terms.append(word)
     return list(dict.fromkeys(terms))
 
 
