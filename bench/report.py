@@ -64,7 +64,8 @@ def render(r: dict[str, Any]) -> str:
                     else ""
                 )
                 + " | < 1 ms "
-                f"| {'yes' if m['added_p50_ms'] < 1 else 'no'} |" + at(ret)
+                f"| {'yes' if m.get('added_ms_paired', {}).get('median', m['added_p50_ms']) < 1 else 'no'} |"
+                + at(ret)
             )
     g = r.get("generator")
     if g and "1_streams" in g:
@@ -124,7 +125,8 @@ def render(r: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v:.0f}" for k, v in r["memory_mib_at_rest"].items())
         + "; peak over the run "
         + ", ".join(f"{k} {v:.0f}" for k, v in r["memory_mib_peak"].items())
-        + " (VmHWM summed over a tree: shared pages count twice)."
+        + " (VmHWM summed over a tree: shared pages count twice; a whole run on commit "
+        + f"{r.get('memory_commit', r['commit'])})."
     )
     return "\n".join(lines) + "\n"
 

@@ -60,6 +60,7 @@ async def run_all(bench: Bench, names: list[str]) -> dict[str, Any]:
         report[name]["seconds"] = round(time.perf_counter() - started, 1)
         report[name]["commit"] = report["commit"]
         print(f"{name}: {json.dumps(report[name], indent=1)}", flush=True)
+    report["memory_commit"] = report["commit"]
     report["memory_mib_peak"] = {
         k: v / 2**20 for k, v in stack.peak_rss_bytes(bench.layout).items()
     }
@@ -107,6 +108,10 @@ def main() -> None:
             if name not in report and name in previous:
                 previous[name].setdefault("commit", previous.get("commit", "unknown"))
                 report[name] = previous[name]
+        # Memory under load is a whole run's peak: a partial run keeps the last full one's.
+        if previous.get("memory_mib_peak"):
+            for key in ("memory_mib_at_rest", "memory_mib_peak", "memory_commit"):
+                report[key] = previous.get(key, previous.get("commit", "unknown"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")
