@@ -34,8 +34,6 @@ _FRONT_MATTER_LINE = re.compile(r"^([\w-]+\s*:|[ \t]|-|#|$)")
 _FRONT_MATTER_TITLE = re.compile(r"^title\s*:\s*(.+?)\s*$")
 
 _HTML_HEADINGS = {f"h{level}": level for level in range(1, 7)}
-# Longer <dt> runs are not a term but a list (a table of contents): no section of their own.
-_MAX_TERM_CHARS = 120
 _HTML_BLOCKS = frozenset(
     {"p", "li", "dt", "dd", "blockquote", "figcaption", "caption", "address", "summary"}
 )
@@ -332,12 +330,12 @@ class _HtmlReader:
         if name == "dt" and self._term_levels:
             self._terms.append(_prose(_html_text(element)))
             return
-        self._open_terms(defines=name == "dd")
+        self._open_terms()
         if name == "dl":
             # Below the innermost heading (or term), and below any <h6>.
             self._term_levels.append(max(len(_HTML_HEADINGS) + 1, self.sections.level() + 1))
             self.read(element)
-            self._open_terms(defines=False)
+            self._open_terms()
             self.sections.close(self._term_levels.pop())
         elif name in _HTML_HEADINGS:
             self.sections.heading(_HTML_HEADINGS[name], _html_text(element))
@@ -355,17 +353,11 @@ class _HtmlReader:
         text, self.loose = _prose("".join(self.loose)), []
         self.sections.add(text)
 
-    def _open_terms(self, defines: bool) -> None:
-        """Pending terms open a section when a definition follows and they make a short
-        name; otherwise (a table of contents, an index) they are plain blocks."""
-        terms, self._terms = [t for t in self._terms if t], []
-        term = ", ".join(terms)
-        if defines and term and len(term) <= _MAX_TERM_CHARS:
+    def _open_terms(self) -> None:
+        term, self._terms = ", ".join(t for t in self._terms if t), []
+        if term:
             self.sections.heading(self._term_levels[-1], term)
             self.sections.add(term)
-        else:
-            for t in terms:
-                self.sections.add(t)
 
 
 def _is_text(node: object) -> bool:
