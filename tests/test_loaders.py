@@ -161,31 +161,6 @@ def test_html_title_from_first_h1_and_loose_text_in_divs():
     assert all(b.heading_path == ("Ledger API",) for b in doc.blocks)
 
 
-def test_html_definition_terms_open_sections_for_their_definitions():
-    doc = html(
-        """<h1>libpq</h1><h2>Parameter Key Words</h2><p>Recognized words:</p>
-        <dl class="variablelist">
-          <dt><code>host</code></dt><dd><p>Name of host.</p><p>More on hosts.</p></dd>
-          <dt><code>-a</code></dt><dt><code>--all</code></dt><dd>Every database.</dd>
-          <dd>
-            <dl><dt>inner</dt><dd>Nested.</dd></dl>
-          </dd>
-        </dl>
-        <p>After the list.</p><h2>Next</h2><dl><dt>lonely</dt></dl>"""
-    )
-    section = ("libpq", "Parameter Key Words")
-    assert blocks(doc) == [
-        (section, "Recognized words:"),
-        ((*section, "host"), "host"),
-        ((*section, "host"), "Name of host. More on hosts."),
-        ((*section, "-a, --all"), "-a, --all"),
-        ((*section, "-a, --all"), "Every database."),
-        ((*section, "-a, --all"), "inner Nested."),
-        (section, "After the list."),
-        (("libpq", "Next", "lonely"), "lonely"),
-    ]
-
-
 def test_html_without_text_is_refused():
     with pytest.raises(InvalidArgument, match="no text"):
         html("<html><body><script>x()</script><nav>menu</nav></body></html>")

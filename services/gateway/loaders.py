@@ -132,15 +132,6 @@ class _Sections:
             self.path.pop()
         self.path.append((level, text))
 
-    def level(self) -> int:
-        """The level of the innermost open heading; 0 at the top."""
-        return self.path[-1][0] if self.path else 0
-
-    def close(self, level: int) -> None:
-        """Closes the headings at `level` and below (a definition list's terms, at its end)."""
-        while self.path and self.path[-1][0] >= level:
-            self.path.pop()
-
     def add(self, text: str) -> None:
         """Adds a block whose text is already normalised (prose collapsed, code verbatim)."""
         if text.strip():
@@ -300,18 +291,11 @@ def _html(text: str) -> tuple[str, list[Block]]:
 
 class _HtmlReader:
     """Walks the tree: headings open sections, block elements and table rows become blocks,
-    and loose text between them (inside a <div>, say) becomes a block of its own.
-
-    A definition list's term (<dt>, or consecutive ones joined) opens a section below the
-    current heading for its definition, and is the first block of it: a long definition
-    split over several chunks keeps its term in each chunk's section (reference pages:
-    a setting, a parameter, a command-line option, and what it does)."""
+    and loose text between them (inside a <div>, say) becomes a block of its own."""
 
     def __init__(self) -> None:
         self.sections = _Sections()
         self.loose: list[str] = []
-        self._term_levels: list[int] = []  # one per open <dl>
-        self._terms: list[str] = []  # consecutive <dt>s not yet opened
 
     def read(self, node: Tag) -> None:
         for child in node.children:
@@ -327,17 +311,7 @@ class _HtmlReader:
             self.loose.append(_html_text(element))
             return
         self._flush()
-        if name == "dt" and self._term_levels:
-            self._terms.append(_prose(_html_text(element)))
-            return
-        self._open_terms()
-        if name == "dl":
-            # Below the innermost heading (or term), and below any <h6>.
-            self._term_levels.append(max(len(_HTML_HEADINGS) + 1, self.sections.level() + 1))
-            self.read(element)
-            self._open_terms()
-            self.sections.close(self._term_levels.pop())
-        elif name in _HTML_HEADINGS:
+        if name in _HTML_HEADINGS:
             self.sections.heading(_HTML_HEADINGS[name], _html_text(element))
         elif name == "pre":
             self.sections.add(element.get_text().strip("\n"))
@@ -352,12 +326,6 @@ class _HtmlReader:
     def _flush(self) -> None:
         text, self.loose = _prose("".join(self.loose)), []
         self.sections.add(text)
-
-    def _open_terms(self) -> None:
-        term, self._terms = ", ".join(t for t in self._terms if t), []
-        if term:
-            self.sections.heading(self._term_levels[-1], term)
-            self.sections.add(term)
 
 
 def _is_text(node: object) -> bool:
