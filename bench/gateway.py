@@ -7,7 +7,7 @@ import statistics
 import time
 from typing import Any
 
-from bench.harness import Bench, Stopwatch, percentile
+from bench.harness import Bench, Stopwatch, percentile, spread
 from ragplane.v1 import gateway_pb2, gateway_pb2_grpc
 
 QUESTION = "How do I roll back a bad deploy of ledger-api?"
@@ -62,6 +62,7 @@ async def run(bench: Bench) -> dict[str, Any]:
         "max_tokens": max_tokens,
         "gateway_own_ms_p50": statistics.median(own),
         "gateway_own_ms_p99": percentile(own, 99),
+        "gateway_own_ms": spread(own),
         "ask_total_ms_p50": statistics.median(totals),
         "generator_ttft_ms_p50": statistics.median(ttfts),
         "client_ttft_ms_p50": statistics.median(client_ttfts),

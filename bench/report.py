@@ -90,7 +90,13 @@ def render(r: dict[str, Any]) -> str:
     if gw:
         lines.append(
             f"| gateway's own time per Ask (ms) | sum of stages | total {gw['ask_total_ms_p50']:.0f} "
-            f"| {gw['gateway_own_ms_p50']:.2f} ms p50, {gw['gateway_own_ms_p99']:.2f} ms p99 | < 5 ms "
+            f"| {gw['gateway_own_ms_p50']:.2f} ms p50, {gw['gateway_own_ms_p99']:.2f} ms p99"
+            + (
+                f"; {_spread(gw['gateway_own_ms'], '{:.2f}', 'asks')}"
+                if "gateway_own_ms" in gw
+                else ""
+            )
+            + " | < 5 ms "
             f"| {'yes' if gw['gateway_own_ms_p50'] < 5 else 'no'} |" + at(gw)
         )
     ix = r.get("indexing")

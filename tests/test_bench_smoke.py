@@ -40,8 +40,9 @@ DIFFERENCES = ("added_", "gateway_own_")
 
 
 def _leaves(value, key=""):
+    """(key, number) pairs; inside a difference (its spread, say) the difference's key."""
     if isinstance(value, dict):
         for k, v in value.items():
-            yield from _leaves(v, k)
+            yield from _leaves(v, key if key.startswith(DIFFERENCES) else k)
     else:
         yield key, value
