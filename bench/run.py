@@ -110,8 +110,9 @@ def main() -> None:
                 report[name] = previous[name]
         # Memory under load is a whole run's peak: a partial run keeps the last full one's.
         if previous.get("memory_mib_peak"):
-            for key in ("memory_mib_at_rest", "memory_mib_peak", "memory_commit"):
-                report[key] = previous.get(key, previous.get("commit", "unknown"))
+            report["memory_mib_at_rest"] = previous["memory_mib_at_rest"]
+            report["memory_mib_peak"] = previous["memory_mib_peak"]
+            report["memory_commit"] = previous.get("memory_commit", previous.get("commit"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"report: {args.out}")

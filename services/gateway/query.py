@@ -20,6 +20,8 @@ from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, generator_pb2, re
 
 MAX_QUESTION_CHARS = 4000
 MAX_TOP_K = 50
+# Chunks given to the model unless the request says (RAGPLANE_GATEWAY_TOP_K).
+DEFAULT_TOP_K = 3
 
 
 @dataclass(frozen=True)

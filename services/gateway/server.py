@@ -19,7 +19,7 @@ from ragplane.config import (
 from ragplane.errors import InvalidArgument
 from ragplane.gateway.clients import Backends, Timeouts, deadline
 from ragplane.gateway.indexing import IndexingPipeline
-from ragplane.gateway.query import QueryPipeline, QuerySettings
+from ragplane.gateway.query import DEFAULT_TOP_K, MAX_TOP_K, QueryPipeline, QuerySettings
 from ragplane.server import run_service, serve
 from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, retriever_pb2
 
@@ -62,7 +62,9 @@ class GatewaySettings:
                 generate=env_float("RAGPLANE_GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.1),
             ),
             query=QuerySettings(
-                top_k=env_int("RAGPLANE_GATEWAY_TOP_K", 3, minimum=1, maximum=50),
+                top_k=env_int(
+                    "RAGPLANE_GATEWAY_TOP_K", DEFAULT_TOP_K, minimum=1, maximum=MAX_TOP_K
+                ),
                 max_tokens=env_int("RAGPLANE_GATEWAY_MAX_TOKENS", 256, minimum=1),
                 mode=SEARCH_MODES[
                     env_choice("RAGPLANE_GATEWAY_SEARCH_MODE", "hybrid", tuple(SEARCH_MODES))

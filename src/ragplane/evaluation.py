@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from ragplane.gateway.grounding import missing_terms
+from ragplane.gateway.query import DEFAULT_TOP_K
 from ragplane.v1 import (
     common_pb2,
     embedder_pb2,
@@ -67,9 +68,9 @@ RANK_DEPTH = 10
 # Chunks fetched per question (several chunks of one document share its rank); with
 # reranking, also the candidates the reranker rescores.
 CANDIDATES = 20
-# The hits the gateway puts in the prompt by default (RAGPLANE_GATEWAY_TOP_K), the context
-# its names check reads: the sweep applies the same check to the same many hits.
-CONTEXT_HITS = 3
+# The hits the gateway puts in the prompt by default, the context its names check reads:
+# the sweep applies the same check to the same many hits.
+CONTEXT_HITS = DEFAULT_TOP_K
 TIMEOUT_S = 180.0
 
 ROOT = Path(__file__).resolve().parents[2]
