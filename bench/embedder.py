@@ -22,6 +22,9 @@ from ragplane.v1 import embedder_pb2, embedder_pb2_grpc
 # Infinity (PyPI infinity-emb) conflicts with vLLM's transformers pin, so it lives in its
 # own environment: RAGPLANE_BENCH_INFINITY names its `infinity_emb` command.
 INFINITY = os.environ.get("RAGPLANE_BENCH_INFINITY", "")
+# Infinity's batch size: the embedder's forward pass on a CPU. Of 8, 32 (Infinity's
+# default) and 64, 8 was Infinity's fastest here too (docs/performance.md).
+INFINITY_BATCH = 8
 
 
 def corpus_texts(count: int) -> list[str]:
@@ -57,7 +60,8 @@ async def run(bench: Bench) -> dict[str, Any]:
 
     async def in_process() -> float:
         with Stopwatch() as w:
-            await asyncio.to_thread(model.encode, texts, batch_size=64, normalize_embeddings=True)
+            # encode's own default batch size (32): what a caller of the library gets.
+            await asyncio.to_thread(model.encode, texts, normalize_embeddings=True)
         return len(texts) / w.seconds
 
     async def service() -> float:
@@ -80,6 +84,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     batches = after[1] - before[1]
     report = {
         "what": "texts/s: embedder service with concurrent clients vs in-process encode",
+        "baseline_batch_size": 32,
         "texts": len(texts),
         "clients": clients,
         "texts_per_request": per_request,
@@ -124,6 +129,7 @@ async def _versus_infinity(texts: list[str], clients: int, per_request: int, ser
     return {
         "what": "texts/s: embedder service vs Infinity (infinity-emb, torch engine, CPU)",
         "target": "ratio > 1 (faster)",
+        "infinity_batch_size": INFINITY_BATCH,
         **result,
     }
 
@@ -137,7 +143,7 @@ async def _infinity(folder: str) -> AsyncIterator[str]:
     process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is async
         [
             command, "v2", "--model-id", folder, "--engine", "torch", "--device", "cpu",
-            "--host", "127.0.0.1", "--port", str(port), "--batch-size", "64",
+            "--host", "127.0.0.1", "--port", str(port), "--batch-size", str(INFINITY_BATCH),
             "--no-bettertransformer",
         ],
         stdout=log,

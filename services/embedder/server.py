@@ -34,7 +34,8 @@ class EmbedderSettings:
     pin: ModelPin
     device: str
     # Texts per dynamic batch: everything queued up to this runs together, sorted by
-    # length, in forward passes of forward_batch_size texts (little padding per pass).
+    # length, in forward passes of forward_batch_size texts (little padding per pass);
+    # 0 picks by device (see forward_batch_size_for).
     max_batch_size: int
     forward_batch_size: int
     max_wait_ms: int
@@ -53,13 +54,21 @@ class EmbedderSettings:
             ),
             device=env_str("RAGPLANE_EMBEDDER_DEVICE", "auto"),
             max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 256, minimum=1),
-            forward_batch_size=env_int("RAGPLANE_EMBEDDER_FORWARD_BATCH_SIZE", 64, minimum=1),
+            forward_batch_size=env_int("RAGPLANE_EMBEDDER_FORWARD_BATCH_SIZE", 0, minimum=0),
             max_wait_ms=env_int("RAGPLANE_EMBEDDER_MAX_WAIT_MS", 5, minimum=0),
             max_queue_texts=env_int("RAGPLANE_EMBEDDER_MAX_QUEUE_TEXTS", 8192, minimum=1),
             max_texts_per_request=env_int(
                 "RAGPLANE_EMBEDDER_MAX_TEXTS_PER_REQUEST", 1024, minimum=1
             ),
         )
+
+
+def forward_batch_size_for(device: str) -> int:
+    """Texts per forward pass when not configured. On a CPU, small passes win: every
+    text in a pass is padded to the longest, and a CPU gains little from wide matrices
+    (docs/performance.md: 64-text batches cut 8 at a time ran at 1.9x the speed of one
+    64-text pass). A GPU needs wide passes to be busy."""
+    return 8 if device == "cpu" else 64
 
 
 class LoadedModel:
@@ -88,14 +97,14 @@ class LoadedModel:
             weights_sha256=settings.pin.weights_sha256,
             dimension=int(self.model.get_embedding_dimension() or 0),
         )
-        self._batch_size = settings.forward_batch_size
+        self.forward_batch_size = settings.forward_batch_size or forward_batch_size_for(device)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         # sentence-transformers sorts the texts by length before cutting them into
         # forward passes, so a large dynamic batch pads far less than its parts would.
         return self.model.encode(
             texts,
-            batch_size=self._batch_size,
+            batch_size=self.forward_batch_size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=False,
