@@ -1,9 +1,10 @@
-"""The gateway's names check: which words of a question are names, and which of those the
-retrieved context does not mention."""
+"""Names in a question: the gateway's names check (which of them the retrieved context
+does not mention) and the identifiers the retriever ranks by."""
 
 from __future__ import annotations
 
-from ragplane.gateway.grounding import missing_terms, named_terms
+from ragplane.gateway.grounding import missing_terms
+from ragplane.names import identifier_terms, named_terms
 from ragplane.v1 import common_pb2
 
 
@@ -27,6 +28,22 @@ def test_common_words_bare_numbers_and_the_first_word_are_not_names():
     assert named_terms("What does exit status 2 mean for SQLSTATE 23505?") == ["SQLSTATE"]
     assert named_terms("We run Patroni. How does failover work? Is it safe!") == ["Patroni"]
     assert named_terms("Which team owns ledger-api?") == []
+
+
+def test_flags_are_names_without_their_dashes():
+    assert named_terms("What does pg_dump --no-owner do?") == ["pg_dump", "no-owner"]
+
+
+def test_identifiers_are_underscored_words_codes_and_flags_not_other_names():
+    assert identifier_terms("What caused error LEDG-5012 during the February outage?") == [
+        "LEDG-5012"
+    ]
+    assert identifier_terms("Does pg_dump --no-owner -j 4 work on PostgreSQL 15?") == [
+        "pg_dump",
+        "no-owner",
+    ]
+    assert identifier_terms("What does SQLSTATE 40P01 mean, and 2.5 or 23505?") == ["40P01"]
+    assert identifier_terms("Which team owns ledger-api?") == []
 
 
 def test_a_name_no_hit_mentions_is_missing():

@@ -408,6 +408,39 @@ async def test_hybrid_fuses_dense_and_keyword_and_is_the_default(retriever, pg):
     assert rankings[0] == rankings[1]
 
 
+# Many of the query's words are in the unique_violation chunk; only its identifier,
+# 40P01, is in the deadlock chunk.
+WORDY_QUERY = "which duplicate key error is raised by a key or 40P01"
+OFF, ON = common_pb2.IDENTIFIER_BOOST_OFF, common_pb2.IDENTIFIER_BOOST_ON
+
+
+@pytest.mark.parametrize("mode", [common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID])
+async def test_the_chunk_naming_the_identifier_ranks_first(retriever, pg, mode):
+    wordy, named = chunk_of("pg/errors.md", 0), chunk_of("pg/errors.md", 1)
+    query = dict(query_vector=wordy.vector, query_text=WORDY_QUERY, mode=mode, top_k=2)
+    plain = await search(retriever, identifier_boost=OFF, **query)
+    assert plain[0].chunk.id == wordy.chunk.id
+    for boost in (ON, common_pb2.IDENTIFIER_BOOST_UNSPECIFIED):  # on by default
+        boosted = await search(retriever, identifier_boost=boost, **query)
+        assert [h.chunk.id for h in boosted] == [named.chunk.id, wordy.chunk.id]
+
+
+async def test_dense_search_ignores_the_identifier_boost(retriever, pg):
+    wordy = chunk_of("pg/errors.md", 0)
+    query = dict(
+        query_vector=wordy.vector,
+        query_text=WORDY_QUERY,
+        mode=common_pb2.SEARCH_MODE_DENSE,
+        top_k=3,
+    )
+    rankings = [
+        [h.chunk.id for h in await search(retriever, identifier_boost=boost, **query)]
+        for boost in (OFF, ON)
+    ]
+    assert rankings[0][0] == wordy.chunk.id
+    assert rankings[0] == rankings[1]
+
+
 @pytest.mark.parametrize(
     "mode",
     [common_pb2.SEARCH_MODE_DENSE, common_pb2.SEARCH_MODE_KEYWORD, common_pb2.SEARCH_MODE_HYBRID],
@@ -618,6 +651,10 @@ BAD_SEARCHES = {
         "INVALID_ARGUMENT",
     ),
     "unknown-mode": (dict(query_vector=VECTOR, query_text="x", mode=9), "INVALID_ARGUMENT"),
+    "unknown-boost": (
+        dict(query_vector=VECTOR, query_text="x", identifier_boost=7),
+        "INVALID_ARGUMENT",
+    ),
     "no-model": (
         dict(query_vector=VECTOR, mode=common_pb2.SEARCH_MODE_DENSE, model=None),
         "INVALID_ARGUMENT",

@@ -222,6 +222,10 @@ async def test_collection_of_another_model_is_refused(gateway, retriever):
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
+        (  # the retriever refuses it: the gateway passes the boost on
+            gateway_pb2.AskRequest(question="x", collection=HANDBOOK, identifier_boost=7),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ],
 )
 async def test_bad_questions_get_clear_statuses(gateway, request_, code):
@@ -379,7 +383,7 @@ async def test_evaluation_runs_every_mode_against_the_stack(channels, handbook):
         if q.id in ("q01", "q27", "q41")
     ]
     evaluator = evaluation.Evaluator(channels, HANDBOOK)
-    modes = ["dense", "hybrid-weighted", "hybrid+rerank"]
+    modes = ["dense", "hybrid-no-boost", "hybrid-weighted", "hybrid+rerank"]
     await evaluator.check_modes(questions[0].question, modes)
     report = await evaluator.evaluate(questions, modes, 5, {"hybrid+rerank"}, out=io.StringIO())
     assert set(report["modes"]) == set(modes)

@@ -72,6 +72,7 @@ class QueryPipeline:
                     fusion=request.fusion,
                     rerank=request.rerank,
                     extra_collections=request.extra_collections,
+                    identifier_boost=request.identifier_boost,
                 ),
                 timeout=deadline(context, self._timeouts.retrieve),
             )

@@ -12,9 +12,11 @@ from typing import Any
 
 import grpc
 import numpy as np
+from opentelemetry import trace
 
-from ragplane.config import env_choice, env_float, env_int, env_str, listen_address
+from ragplane.config import env_bool, env_choice, env_float, env_int, env_str, listen_address
 from ragplane.errors import AlreadyExists, ConfigError, FailedPrecondition, InvalidArgument
+from ragplane.names import identifier_terms, normal
 from ragplane.retriever import metrics
 from ragplane.retriever.rerank import (
     MAX_CANDIDATES,
@@ -43,6 +45,10 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8192
 MAX_COLLECTIONS = 8
+# With the identifier boost, candidates fetched per result wanted (at least
+# IDENTIFIER_POOL): the chunk that names the identifier often ranks below the cut.
+IDENTIFIER_POOL_FACTOR = 2
+IDENTIFIER_POOL = 20
 SEARCH_MODES: dict[int, int] = {
     common_pb2.SEARCH_MODE_UNSPECIFIED: common_pb2.SEARCH_MODE_HYBRID,
     common_pb2.SEARCH_MODE_DENSE: common_pb2.SEARCH_MODE_DENSE,
@@ -64,6 +70,9 @@ class RetrieverSettings:
     model_cache_s: float
     # Rows written to a collection between flushes (0: never flush).
     flush_rows: int
+    # Whether keyword and hybrid searches rank chunks naming the query's identifiers
+    # first, for requests that do not choose.
+    identifier_boost: bool = True
 
     @classmethod
     def from_env(cls) -> RetrieverSettings:
@@ -81,6 +90,7 @@ class RetrieverSettings:
             reranker=RerankerSettings.from_env(),
             model_cache_s=env_float("RAGPLANE_RETRIEVER_MODEL_CACHE_SECONDS", 5.0, minimum=0.0),
             flush_rows=env_int("RAGPLANE_MILVUS_FLUSH_ROWS", 2000, minimum=0),
+            identifier_boost=env_bool("RAGPLANE_RETRIEVER_IDENTIFIER_BOOST", True),
             fusion=Fusion(
                 env_choice("RAGPLANE_FUSION", "rrf", ("rrf", "weighted")),
                 rrf_k=env_int("RAGPLANE_FUSION_RRF_K", RRF_K, minimum=1, maximum=16384),
@@ -94,12 +104,18 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
     """The RetrieverService RPCs: validation here, every Milvus call in the store."""
 
     def __init__(
-        self, store: MilvusStore, reranker: Reranker, fusion: Fusion, model_cache_s: float
+        self,
+        store: MilvusStore,
+        reranker: Reranker,
+        fusion: Fusion,
+        model_cache_s: float,
+        identifier_boost: bool = True,
     ) -> None:
         self._store = store
         self._reranker = reranker
         self._fusion = fusion
         self._model_cache_s = model_cache_s
+        self._identifier_boost = identifier_boost
 
     async def CreateCollection(self, request, context):  # noqa: N802 - gRPC method name
         """Creates a collection bound to one embedding model (idempotent with exist_ok)."""
@@ -184,33 +200,34 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         if mode != common_pb2.SEARCH_MODE_DENSE or rerank:
             text = _query_text(request.query_text, mode, rerank)
         uses_vector = mode != common_pb2.SEARCH_MODE_KEYWORD
+        uses_text = mode != common_pb2.SEARCH_MODE_DENSE
         if uses_vector and not request.query_vector:
             raise InvalidArgument(f"query_vector is required in {_mode_name(mode)} mode")
         expr = _filter(request.filter)
         fusion = _fusion(request.fusion, self._fusion)
+        boost = _boost(request.identifier_boost, self._identifier_boost)
+        identifiers = identifier_terms(text) if boost and text and uses_text else []
         model = await self._shared_model(names, request)
         query = (
             _vector(request.query_vector, model.dimension, "query_vector")
             if request.query_vector
             else None
         )
+        wanted = candidates if rerank else top_k
+        limit = max(wanted * IDENTIFIER_POOL_FACTOR, IDENTIFIER_POOL) if identifiers else wanted
         started = time.perf_counter()
-        found = await asyncio.gather(
-            *(
-                self._milvus_search(
-                    name,
-                    mode,
-                    candidates if rerank else top_k,
-                    query if uses_vector else None,
-                    text if mode != common_pb2.SEARCH_MODE_DENSE else None,
-                    expr,
-                    query,
-                    fusion,
-                )
-                for name in names
-            )
-        )
-        merged = _merge(list(zip(names, found, strict=True)), mode)
+        searches = [self._ranked(names, mode, limit, query, text, expr, fusion)]
+        if identifiers and mode == common_pb2.SEARCH_MODE_HYBRID:
+            # Fusion ranks a chunk that only BM25 finds below the chunks both sides find,
+            # so the chunk naming the identifier can miss the fused pool: BM25's own best
+            # join it.
+            keyword = common_pb2.SEARCH_MODE_KEYWORD
+            searches.append(self._ranked(names, keyword, wanted, query, text, expr, fusion))
+        ranked = await asyncio.gather(*searches)
+        merged = _union(ranked[0], ranked[1]) if len(ranked) > 1 else ranked[0]
+        if identifiers:
+            trace.get_current_span().set_attribute("ragplane.identifiers", identifiers)
+            merged = promote_mentions(merged, identifiers)[:wanted]
         response = retriever_pb2.SearchResponse()
         if rerank and merged:
             assert text is not None
@@ -281,6 +298,34 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
             on = options.mode == common_pb2.RERANK_MODE_ON
         candidates = max(options.candidates or settings.default_candidates, top_k)
         return on, candidates, options.weight or settings.default_weight
+
+    async def _ranked(
+        self,
+        names: list[str],
+        mode: int,
+        limit: int,
+        query: list[float] | None,
+        text: str | None,
+        expr: str,
+        fusion: Fusion,
+    ) -> list[tuple[str, Hit]]:
+        """One ranking of the collections' chunks in a mode."""
+        found = await asyncio.gather(
+            *(
+                self._milvus_search(
+                    name,
+                    mode,
+                    limit,
+                    query if mode != common_pb2.SEARCH_MODE_KEYWORD else None,
+                    text if mode != common_pb2.SEARCH_MODE_DENSE else None,
+                    expr,
+                    query,
+                    fusion,
+                )
+                for name in names
+            )
+        )
+        return _merge(list(zip(names, found, strict=True)), mode)
 
     async def _milvus_search(
         self,
@@ -412,6 +457,41 @@ def _merge(found: list[tuple[str, list[Hit]]], mode: int) -> list[tuple[str, Hit
         for rank, h in enumerate(hits)
     ]
     return sorted(fused, key=lambda pair: -pair[1].score)
+
+
+def _union(fused: list[tuple[str, Hit]], extra: list[tuple[str, Hit]]) -> list[tuple[str, Hit]]:
+    """The fused ranking, then the extra hits it lacks, scored as its last."""
+    seen = {(name, hit.fields["id"]) for name, hit in fused}
+    floor = min((hit.score for _, hit in fused), default=0.0)
+    return fused + [
+        (name, Hit(hit.fields, floor))
+        for name, hit in extra
+        if (name, hit.fields["id"]) not in seen
+    ]
+
+
+def promote_mentions(
+    ranked: list[tuple[str, Hit]], identifiers: list[str]
+) -> list[tuple[str, Hit]]:
+    """The ranking with hits that mention more of the identifiers first, in their order
+    otherwise: a chunk that does not name the error code or setting asked about is about
+    something else, however close its words."""
+    wanted = [normal(t) for t in identifiers]
+
+    def mentioned(hit: Hit) -> int:
+        fields = hit.fields
+        text = normal(f"{fields['title']} {fields['section']} {fields['text']}")
+        return sum(t in text for t in wanted)
+
+    return sorted(ranked, key=lambda pair: -mentioned(pair[1]))
+
+
+def _boost(boost: int, default: bool) -> bool:
+    if boost == common_pb2.IDENTIFIER_BOOST_UNSPECIFIED:
+        return default
+    if boost not in (common_pb2.IDENTIFIER_BOOST_OFF, common_pb2.IDENTIFIER_BOOST_ON):
+        raise InvalidArgument(f"identifier_boost {boost} is not an IdentifierBoost")
+    return boost == common_pb2.IDENTIFIER_BOOST_ON
 
 
 def _search_mode(mode: int) -> int:
@@ -601,7 +681,9 @@ async def run(settings: RetrieverSettings) -> None:
         flush_rows=settings.flush_rows,
     )
     await store.start()
-    servicer = RetrieverServicer(store, reranker, settings.fusion, settings.model_cache_s)
+    servicer = RetrieverServicer(
+        store, reranker, settings.fusion, settings.model_cache_s, settings.identifier_boost
+    )
 
     def register(server: grpc.aio.Server) -> list[str]:
         retriever_pb2_grpc.add_RetrieverServiceServicer_to_server(servicer, server)

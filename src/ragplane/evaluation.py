@@ -41,11 +41,13 @@ class Mode:
     search: int
     rerank: int = common_pb2.RERANK_MODE_OFF
     fusion: common_pb2.Fusion | None = None
+    identifier_boost: int = common_pb2.IDENTIFIER_BOOST_UNSPECIFIED
 
     def ask_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "mode": self.search,
             "rerank": common_pb2.Rerank(mode=self.rerank),
+            "identifier_boost": self.identifier_boost,
         }
         if self.fusion is not None:
             fields["fusion"] = self.fusion
@@ -56,6 +58,13 @@ MODES = {
     "dense": Mode(common_pb2.SEARCH_MODE_DENSE),
     "keyword": Mode(common_pb2.SEARCH_MODE_KEYWORD),
     "hybrid": Mode(common_pb2.SEARCH_MODE_HYBRID),
+    # The modes above with the retriever's identifier boost off.
+    "keyword-no-boost": Mode(
+        common_pb2.SEARCH_MODE_KEYWORD, identifier_boost=common_pb2.IDENTIFIER_BOOST_OFF
+    ),
+    "hybrid-no-boost": Mode(
+        common_pb2.SEARCH_MODE_HYBRID, identifier_boost=common_pb2.IDENTIFIER_BOOST_OFF
+    ),
     "hybrid-weighted": Mode(
         common_pb2.SEARCH_MODE_HYBRID,
         fusion=common_pb2.Fusion(method=common_pb2.FUSION_METHOD_WEIGHTED),

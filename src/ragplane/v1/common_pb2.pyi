@@ -26,6 +26,12 @@ class RerankMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RERANK_MODE_OFF: _ClassVar[RerankMode]
     RERANK_MODE_ON: _ClassVar[RerankMode]
 
+class IdentifierBoost(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IDENTIFIER_BOOST_UNSPECIFIED: _ClassVar[IdentifierBoost]
+    IDENTIFIER_BOOST_OFF: _ClassVar[IdentifierBoost]
+    IDENTIFIER_BOOST_ON: _ClassVar[IdentifierBoost]
+
 class FinishReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FINISH_REASON_UNSPECIFIED: _ClassVar[FinishReason]
@@ -41,6 +47,9 @@ FUSION_METHOD_WEIGHTED: FusionMethod
 RERANK_MODE_UNSPECIFIED: RerankMode
 RERANK_MODE_OFF: RerankMode
 RERANK_MODE_ON: RerankMode
+IDENTIFIER_BOOST_UNSPECIFIED: IdentifierBoost
+IDENTIFIER_BOOST_OFF: IdentifierBoost
+IDENTIFIER_BOOST_ON: IdentifierBoost
 FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from ragplane.v1 import common_pb2 as ragplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ragplane/v1/gateway.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"l\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\x12\x0c\n\x04tags\x18\x06 \x03(\t\"M\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Document\"\x8a\x01\n\x0e\x44ocumentResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.ragplane.v1.IngestStatus\x12\x16\n\x0e\x63hunks_written\x18\x03 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\">\n\x0eIngestResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.DocumentResult\"I\n#GatewayServiceDeleteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\">\n$GatewayServiceDeleteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\x8e\x02\n\nAskRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12#\n\x06\x66usion\x18\x07 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\t \x03(\t\"\x8e\x01\n\x08\x43itation\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07section\x18\x05 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x12\n\ncollection\x18\x08 \x01(\t\"5\n\tCitations\x12(\n\tcitations\x18\x01 \x03(\x0b\x32\x15.ragplane.v1.Citation\"\xa2\x01\n\x0cStageTimings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\x12\x13\n\x0bgenerate_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x11\n\trerank_ms\x18\x07 \x01(\x01\"\xa1\x01\n\x0b\x41skFinished\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.ragplane.v1.Usage\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.ragplane.v1.StageTimings\x12\x11\n\tabstained\x18\x04 \x01(\x08\"\x82\x01\n\x0b\x41skResponse\x12+\n\tcitations\x18\x01 \x01(\x0b\x32\x16.ragplane.v1.CitationsH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12,\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinishedH\x00\x42\x07\n\x05\x65vent\";\n\x0f\x41skUnaryRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.AskRequest\"x\n\x10\x41skUnaryResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12(\n\tcitations\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Citation\x12*\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinished*\x7f\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15INGEST_STATUS_WRITTEN\x10\x01\x12\x1b\n\x17INGEST_STATUS_UNCHANGED\x10\x02\x12\x18\n\x14INGEST_STATUS_FAILED\x10\x03\x32\xcf\x02\n\x0eGatewayService\x12\x41\n\x06Ingest\x12\x1a.ragplane.v1.IngestRequest\x1a\x1b.ragplane.v1.IngestResponse\x12u\n\x0e\x44\x65leteDocument\x12\x30.ragplane.v1.GatewayServiceDeleteDocumentRequest\x1a\x31.ragplane.v1.GatewayServiceDeleteDocumentResponse\x12:\n\x03\x41sk\x12\x17.ragplane.v1.AskRequest\x1a\x18.ragplane.v1.AskResponse0\x01\x12G\n\x08\x41skUnary\x12\x1c.ragplane.v1.AskUnaryRequest\x1a\x1d.ragplane.v1.AskUnaryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ragplane/v1/gateway.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"l\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\x12\x0c\n\x04tags\x18\x06 \x03(\t\"M\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Document\"\x8a\x01\n\x0e\x44ocumentResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.ragplane.v1.IngestStatus\x12\x16\n\x0e\x63hunks_written\x18\x03 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\">\n\x0eIngestResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.DocumentResult\"I\n#GatewayServiceDeleteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\">\n$GatewayServiceDeleteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\xc6\x02\n\nAskRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12#\n\x06\x66usion\x18\x07 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\t \x03(\t\x12\x36\n\x10identifier_boost\x18\n \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\"\x8e\x01\n\x08\x43itation\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07section\x18\x05 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x12\n\ncollection\x18\x08 \x01(\t\"5\n\tCitations\x12(\n\tcitations\x18\x01 \x03(\x0b\x32\x15.ragplane.v1.Citation\"\xa2\x01\n\x0cStageTimings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\x12\x13\n\x0bgenerate_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x11\n\trerank_ms\x18\x07 \x01(\x01\"\xa1\x01\n\x0b\x41skFinished\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.ragplane.v1.Usage\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.ragplane.v1.StageTimings\x12\x11\n\tabstained\x18\x04 \x01(\x08\"\x82\x01\n\x0b\x41skResponse\x12+\n\tcitations\x18\x01 \x01(\x0b\x32\x16.ragplane.v1.CitationsH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12,\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinishedH\x00\x42\x07\n\x05\x65vent\";\n\x0f\x41skUnaryRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.AskRequest\"x\n\x10\x41skUnaryResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12(\n\tcitations\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Citation\x12*\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinished*\x7f\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15INGEST_STATUS_WRITTEN\x10\x01\x12\x1b\n\x17INGEST_STATUS_UNCHANGED\x10\x02\x12\x18\n\x14INGEST_STATUS_FAILED\x10\x03\x32\xcf\x02\n\x0eGatewayService\x12\x41\n\x06Ingest\x12\x1a.ragplane.v1.IngestRequest\x1a\x1b.ragplane.v1.IngestResponse\x12u\n\x0e\x44\x65leteDocument\x12\x30.ragplane.v1.GatewayServiceDeleteDocumentRequest\x1a\x31.ragplane.v1.GatewayServiceDeleteDocumentResponse\x12:\n\x03\x41sk\x12\x17.ragplane.v1.AskRequest\x1a\x18.ragplane.v1.AskResponse0\x01\x12G\n\x08\x41skUnary\x12\x1c.ragplane.v1.AskUnaryRequest\x1a\x1d.ragplane.v1.AskUnaryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragplane.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTSTATUS']._serialized_start=1719
-  _globals['_INGESTSTATUS']._serialized_end=1846
+  _globals['_INGESTSTATUS']._serialized_start=1775
+  _globals['_INGESTSTATUS']._serialized_end=1902
   _globals['_DOCUMENT']._serialized_start=68
   _globals['_DOCUMENT']._serialized_end=176
   _globals['_INGESTREQUEST']._serialized_start=178
@@ -47,21 +47,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAYSERVICEDELETEDOCUMENTRESPONSE']._serialized_start=537
   _globals['_GATEWAYSERVICEDELETEDOCUMENTRESPONSE']._serialized_end=599
   _globals['_ASKREQUEST']._serialized_start=602
-  _globals['_ASKREQUEST']._serialized_end=872
-  _globals['_CITATION']._serialized_start=875
-  _globals['_CITATION']._serialized_end=1017
-  _globals['_CITATIONS']._serialized_start=1019
-  _globals['_CITATIONS']._serialized_end=1072
-  _globals['_STAGETIMINGS']._serialized_start=1075
-  _globals['_STAGETIMINGS']._serialized_end=1237
-  _globals['_ASKFINISHED']._serialized_start=1240
-  _globals['_ASKFINISHED']._serialized_end=1401
-  _globals['_ASKRESPONSE']._serialized_start=1404
-  _globals['_ASKRESPONSE']._serialized_end=1534
-  _globals['_ASKUNARYREQUEST']._serialized_start=1536
-  _globals['_ASKUNARYREQUEST']._serialized_end=1595
-  _globals['_ASKUNARYRESPONSE']._serialized_start=1597
-  _globals['_ASKUNARYRESPONSE']._serialized_end=1717
-  _globals['_GATEWAYSERVICE']._serialized_start=1849
-  _globals['_GATEWAYSERVICE']._serialized_end=2184
+  _globals['_ASKREQUEST']._serialized_end=928
+  _globals['_CITATION']._serialized_start=931
+  _globals['_CITATION']._serialized_end=1073
+  _globals['_CITATIONS']._serialized_start=1075
+  _globals['_CITATIONS']._serialized_end=1128
+  _globals['_STAGETIMINGS']._serialized_start=1131
+  _globals['_STAGETIMINGS']._serialized_end=1293
+  _globals['_ASKFINISHED']._serialized_start=1296
+  _globals['_ASKFINISHED']._serialized_end=1457
+  _globals['_ASKRESPONSE']._serialized_start=1460
+  _globals['_ASKRESPONSE']._serialized_end=1590
+  _globals['_ASKUNARYREQUEST']._serialized_start=1592
+  _globals['_ASKUNARYREQUEST']._serialized_end=1651
+  _globals['_ASKUNARYRESPONSE']._serialized_start=1653
+  _globals['_ASKUNARYRESPONSE']._serialized_end=1773
+  _globals['_GATEWAYSERVICE']._serialized_start=1905
+  _globals['_GATEWAYSERVICE']._serialized_end=2240
 # @@protoc_insertion_point(module_scope)

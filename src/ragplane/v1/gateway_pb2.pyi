@@ -78,7 +78,7 @@ class GatewayServiceDeleteDocumentResponse(_message.Message):
     def __init__(self, chunks_deleted: _Optional[int] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("collection", "question", "top_k", "mode", "filter", "max_tokens", "fusion", "rerank", "extra_collections")
+    __slots__ = ("collection", "question", "top_k", "mode", "filter", "max_tokens", "fusion", "rerank", "extra_collections", "identifier_boost")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class AskRequest(_message.Message):
     FUSION_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
     EXTRA_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIER_BOOST_FIELD_NUMBER: _ClassVar[int]
     collection: str
     question: str
     top_k: int
@@ -97,7 +98,8 @@ class AskRequest(_message.Message):
     fusion: _common_pb2.Fusion
     rerank: _common_pb2.Rerank
     extra_collections: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., max_tokens: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ...) -> None: ...
+    identifier_boost: _common_pb2.IdentifierBoost
+    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., max_tokens: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ...) -> None: ...
 
 class Citation(_message.Message):
     __slots__ = ("index", "doc_id", "title", "source", "section", "chunk_id", "score", "collection")

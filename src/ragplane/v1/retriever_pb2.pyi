@@ -142,7 +142,7 @@ class DeleteDocumentResponse(_message.Message):
     def __init__(self, chunks_deleted: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "model", "query_vector", "query_text", "mode", "filter", "top_k", "fusion", "rerank", "extra_collections")
+    __slots__ = ("collection", "model", "query_vector", "query_text", "mode", "filter", "top_k", "fusion", "rerank", "extra_collections", "identifier_boost")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,7 @@ class SearchRequest(_message.Message):
     FUSION_FIELD_NUMBER: _ClassVar[int]
     RERANK_FIELD_NUMBER: _ClassVar[int]
     EXTRA_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIER_BOOST_FIELD_NUMBER: _ClassVar[int]
     collection: str
     model: _common_pb2.EmbeddingModel
     query_vector: _containers.RepeatedScalarFieldContainer[float]
@@ -163,7 +164,8 @@ class SearchRequest(_message.Message):
     fusion: _common_pb2.Fusion
     rerank: _common_pb2.Rerank
     extra_collections: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., top_k: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ...) -> None: ...
+    identifier_boost: _common_pb2.IdentifierBoost
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., top_k: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("hits", "timing", "rerank_ms", "reranker")

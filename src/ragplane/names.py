@@ -1,0 +1,53 @@
+"""The names a question uses, and whether a text mentions them.
+
+Shared by the retriever, which ranks chunks that mention a query's identifiers first,
+and the gateway, which abstains when the context mentions none of a question's names.
+Matching ignores case and everything but letters and digits, so max-wal-senders finds
+max_wal_senders, and Wi-Fi WiFi.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Words, with the inner punctuation identifiers carry: max_wal_senders, db.r6g.large,
+# --no-owner (as no-owner), Wi-Fi, 40P01.
+_WORD = re.compile(r"(?:--)?[A-Za-z0-9](?:[\w.\-]*[A-Za-z0-9])?")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def named_terms(question: str) -> list[str]:
+    """The question's names: identifiers (see identifier_terms), words with an inner
+    capital (PostgreSQL, MongoDB), and capitalised words that do not start a sentence.
+    Bare numbers are not names: documents write them in other forms (5,432; tables
+    split from their labels)."""
+    terms = []
+    for sentence in _SENTENCE_END.split(question):
+        for i, word in enumerate(_WORD.findall(sentence)):
+            name = word.removeprefix("--")
+            inner_capital = any(c.isupper() for c in name[1:])
+            proper = i > 0 and name[0].isupper() and len(name) > 1
+            if _is_identifier(word) or inner_capital or proper:
+                terms.append(name)
+    return list(dict.fromkeys(t for t in terms if not t.isdigit()))
+
+
+def identifier_terms(query: str) -> list[str]:
+    """The query's identifiers: words with an underscore or with digits among letters
+    (max_wal_senders, 40P01, LEDG-5012) and command-line flags (--no-owner, as
+    no-owner). Unlike a capitalised word, an identifier names one thing, so a text
+    without it is about something else."""
+    terms = [word.removeprefix("--") for word in _WORD.findall(query) if _is_identifier(word)]
+    return list(dict.fromkeys(t for t in terms if not t.isdigit()))
+
+
+def normal(text: str) -> str:
+    """Text as names are matched in it: lower case, letters and digits only."""
+    return _NOT_ALNUM.sub("", text.lower())
+
+
+def _is_identifier(word: str) -> bool:
+    if word.startswith("--"):
+        return len(word) > 3
+    return "_" in word or (any(c.isdigit() for c in word) and any(c.isalpha() for c in word))
