@@ -104,7 +104,14 @@ def render(r: dict[str, Any]) -> str:
     if ix:
         lines.append(
             f"| indexing chunks/s ({ix['corpus']}) | naive loop: {ix['naive_chunks_per_second']:.1f} "
-            f"| gateway: {ix['gateway_chunks_per_second']:.1f} | {ix['ratio']:.1f}x | >= 10x "
+            f"| gateway: {ix['gateway_chunks_per_second']:.1f} | {ix['ratio']:.1f}x"
+            + (
+                f"; by stretch: {_spread(ix['ratio_by_stretch'], '{:.1f}', 'stretches')}, "
+                f"naive runs {_spread(ix['naive_runs'], '{:.1f}')}"
+                if "ratio_by_stretch" in ix
+                else ""
+            )
+            + " | >= 10x "
             f"| {'yes' if ix['ratio'] >= 10 else 'no'} |" + at(ix)
         )
     lines += ["", "## Details", ""]

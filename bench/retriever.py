@@ -89,6 +89,9 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
                     mode=common_pb2.RERANK_MODE_ON if rerank else common_pb2.RERANK_MODE_OFF,
                     candidates=RERANK_CANDIDATES,
                 ),
+                # The boost is Milvus work the direct call does not do (a wider pool and,
+                # in hybrid mode, a second search): off, so both sides ask Milvus the same.
+                identifier_boost=common_pb2.IDENTIFIER_BOOST_OFF,
             ),
             timeout=120,
         )

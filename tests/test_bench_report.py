@@ -26,6 +26,10 @@ def test_paired_spreads_render_when_present():
     report["retriever"]["modes"]["dense"]["added_ms_paired"] = spread
     report["generator"]["1_streams"]["tokens_per_second_ratio_runs"] = spread
     report["generator"]["1_streams"]["ttft_ratio_runs"] = spread
+    stretches = {"median": 1.5, "q1": 1.0, "q3": 2.0, "runs": 4}
+    report["indexing"]["ratio_by_stretch"] = stretches
+    report["indexing"]["naive_runs"] = stretches
     text = render(report)
+    assert "by stretch: 1.5 (1.0–2.0, 4 stretches), naive runs 1.5 (1.0–2.0, 4 runs)" in text
     assert "paired: +0.50 (+0.25–+0.75, 3 queries)" in text
     assert "per pair: 0.50 (0.25–0.75, 3 runs) tokens/s" in text
