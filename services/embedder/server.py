@@ -198,11 +198,12 @@ async def run(settings: EmbedderSettings) -> None:
     started = time.perf_counter()
     model = LoadedModel(settings)
     log.info(
-        "loaded %s (%d-d) on %s in %.1f s",
+        "loaded %s (%d-d) on %s in %.1f s; forward passes of %d texts",
         model.identity.id,
         model.identity.dimension,
         model.device,
         time.perf_counter() - started,
+        model.forward_batch_size,
     )
     servicer = EmbedderServicer(settings, model)
     servicer.batcher.start()
