@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from ragplane.evaluation import load_questions, ndcg_at, recall_at, reciprocal_rank, sweep
+from ragplane.evaluation import (
+    load_questions,
+    ndcg_at,
+    paired_differences,
+    recall_at,
+    reciprocal_rank,
+    sweep,
+)
 
 from .conftest import ROOT
 
@@ -45,6 +52,29 @@ def test_threshold_sweep_adds_the_names_check():
     assert at_035["abstention_accuracy"] == 0.0
     assert at_035["abstention_accuracy_with_names_check"] == 1.0
     assert at_035["false_abstention_rate_with_names_check"] == 0.5
+
+
+def row(qid: str, value: float, answerable: bool = True) -> dict:
+    return {"id": qid, "answerable": answerable, "recall": value, "rr": value, "ndcg": value}
+
+
+def test_paired_differences_count_questions_and_bound_the_mean():
+    dense = [row(f"q{i}", 0.5) for i in range(20)] + [row("u", 0.0, answerable=False)]
+    # Better on every question: the interval excludes 0.
+    better = [row(f"q{i}", 1.0) for i in range(20)]
+    # Better on one, worse on another: the interval spans 0.
+    mixed = [row("q0", 1.0), row("q1", 0.0)] + [row(f"q{i}", 0.5) for i in range(2, 20)]
+    result = paired_differences({"dense": dense, "better": better, "mixed": mixed})
+    assert set(result) == {"better", "mixed"}
+    assert result["better"]["mrr@10"] == {
+        "difference": 0.5,
+        "ci95": [0.5, 0.5],
+        "better": 20,
+        "worse": 0,
+    }
+    low, high = result["mixed"]["recall@k"]["ci95"]
+    assert low < 0 < high
+    assert (result["mixed"]["recall@k"]["better"], result["mixed"]["recall@k"]["worse"]) == (1, 1)
 
 
 def test_the_sample_questions_file_loads():

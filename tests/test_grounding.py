@@ -34,7 +34,7 @@ def test_flags_are_names_without_their_dashes():
     assert named_terms("What does pg_dump --no-owner do?") == ["pg_dump", "no-owner"]
 
 
-def test_identifiers_are_underscored_words_codes_and_flags_not_other_names():
+def test_identifiers_are_underscored_words_codes_flags_and_compounds_not_other_names():
     assert identifier_terms("What caused error LEDG-5012 during the February outage?") == [
         "LEDG-5012"
     ]
@@ -43,7 +43,18 @@ def test_identifiers_are_underscored_words_codes_and_flags_not_other_names():
         "no-owner",
     ]
     assert identifier_terms("What does SQLSTATE 40P01 mean, and 2.5 or 23505?") == ["40P01"]
-    assert identifier_terms("Which team owns ledger-api?") == []
+    assert identifier_terms("What does Wi-Fi on 2026-02-11 cost?") == []
+
+
+def test_lowercase_compounds_rank_but_are_not_names():
+    # A service name or plain English (read-only): chunks that use it rank first, but a
+    # context that says "read only" is no reason to turn the question away.
+    assert identifier_terms("Which team owns ledger-api?") == ["ledger-api"]
+    assert identifier_terms("How do I get read-only access to pg-ledger?") == [
+        "read-only",
+        "pg-ledger",
+    ]
+    assert named_terms("How do I get read-only access to pg-ledger?") == []
 
 
 def test_a_name_no_hit_mentions_is_missing():

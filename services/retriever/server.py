@@ -220,9 +220,10 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         if identifiers and mode == common_pb2.SEARCH_MODE_HYBRID:
             # Fusion ranks a chunk that only BM25 finds below the chunks both sides find,
             # so the chunk naming the identifier can miss the fused pool: BM25's own best
-            # join it.
+            # join it, as many as the fused pool, so a request for 3 sees the chunks a
+            # request for 20 sees.
             keyword = common_pb2.SEARCH_MODE_KEYWORD
-            searches.append(self._ranked(names, keyword, wanted, query, text, expr, fusion))
+            searches.append(self._ranked(names, keyword, limit, query, text, expr, fusion))
         ranked = await asyncio.gather(*searches)
         merged = _union(ranked[0], ranked[1]) if len(ranked) > 1 else ranked[0]
         if identifiers:

@@ -246,6 +246,8 @@ async def _evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
     report["collection"] = collection or "default"
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(evaluation.format_table(report))
+    if report.get("against_dense"):
+        print(evaluation.format_differences(report))
     print(f"report: {args.out}")
     return 0
 

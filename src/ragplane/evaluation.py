@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -276,6 +277,8 @@ class Evaluator:
             report["modes"][name] = summarize(rows, any("abstained" in r for r in rows))
             report["modes"][name]["seconds"] = round(time.perf_counter() - started, 1)
             report.setdefault("per_question", {})[name] = rows
+        if "dense" in report["per_question"]:
+            report["against_dense"] = paired_differences(report["per_question"])
         return report
 
     async def _one(self, q: Question, mode: Mode, k: int, answers: bool) -> dict[str, Any]:
@@ -372,6 +375,62 @@ def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) 
             )
         rows.append(row)
     return rows
+
+
+RANKING_METRICS = {"recall@k": "recall", "mrr@10": "rr", "ndcg@10": "ndcg"}
+
+
+def paired_differences(
+    per_question: dict[str, list[dict[str, Any]]],
+    baseline: str = "dense",
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Each mode against the baseline on the same answerable questions: the mean
+    difference of every ranking metric, its 95 % paired bootstrap interval (questions
+    resampled), and how many questions it ranks better and worse. An interval that
+    excludes 0 is a difference the question set can show; one that spans 0 is not."""
+    base = {r["id"]: r for r in per_question[baseline] if r["answerable"]}
+    ids = sorted(base)
+    result: dict[str, Any] = {}
+    for mode, rows in per_question.items():
+        by_id = {r["id"]: r for r in rows}
+        if mode == baseline or not ids or any(i not in by_id for i in ids):
+            continue
+        rng = random.Random(seed)
+        draws = [[rng.randrange(len(ids)) for _ in ids] for _ in range(resamples)]
+        result[mode] = {}
+        for metric, field in RANKING_METRICS.items():
+            deltas = [by_id[i][field] - base[i][field] for i in ids]
+            means = sorted(statistics.fmean(deltas[j] for j in draw) for draw in draws)
+            result[mode][metric] = {
+                "difference": round(statistics.fmean(deltas), 4),
+                "ci95": [
+                    round(means[int(0.025 * resamples)], 4),
+                    round(means[int(0.975 * resamples) - 1], 4),
+                ],
+                "better": sum(d > 1e-9 for d in deltas),
+                "worse": sum(d < -1e-9 for d in deltas),
+            }
+    return result
+
+
+def format_differences(report: dict[str, Any]) -> str:
+    """The against_dense part of a report as a table: difference [95 % interval]."""
+    k = report["k"]
+    columns = [f"recall@{k}", "MRR@10", "nDCG@10"]
+    lines = [
+        "| mode - dense | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for mode, metrics in report.get("against_dense", {}).items():
+        cells = [
+            f"{m['difference']:+.3f} [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}]"
+            f" ({m['better']} better, {m['worse']} worse)"
+            for m in metrics.values()
+        ]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def format_table(report: dict[str, Any]) -> str:

@@ -34,11 +34,18 @@ def named_terms(question: str) -> list[str]:
 
 
 def identifier_terms(query: str) -> list[str]:
-    """The query's identifiers: words with an underscore or with digits among letters
-    (max_wal_senders, 40P01, LEDG-5012) and command-line flags (--no-owner, as
-    no-owner). Unlike a capitalised word, an identifier names one thing, so a text
-    without it is about something else."""
-    terms = [word.removeprefix("--") for word in _WORD.findall(query) if _is_identifier(word)]
+    """The query's identifiers, for ranking: words with an underscore or with digits
+    among letters (max_wal_senders, 40P01, LEDG-5012), command-line flags (--no-owner,
+    as no-owner) and lowercase hyphenated words (ledger-api, pg-ledger). Unlike a
+    capitalised word, an identifier names one thing, so a text without it is about
+    something else. Hyphenated words are often plain English too (read-only, on-call),
+    but a text that uses the same compound is still on the question's subject, so they
+    rank; they are not names (named_terms), which turn questions away."""
+    terms = [
+        word.removeprefix("--")
+        for word in _WORD.findall(query)
+        if _is_identifier(word) or _is_compound(word)
+    ]
     return list(dict.fromkeys(t for t in terms if not t.isdigit()))
 
 
@@ -51,3 +58,8 @@ def _is_identifier(word: str) -> bool:
     if word.startswith("--"):
         return len(word) > 3
     return "_" in word or (any(c.isdigit() for c in word) and any(c.isalpha() for c in word))
+
+
+def _is_compound(word: str) -> bool:
+    """A lowercase hyphenated word: ledger-api, risk-scorer, read-only."""
+    return "-" in word.strip("-") and word.islower()
