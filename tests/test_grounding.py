@@ -55,6 +55,11 @@ def test_lowercase_compounds_rank_but_are_not_names():
         "pg-ledger",
     ]
     assert named_terms("How do I get read-only access to pg-ledger?") == []
+    # A flag is an identifier, not a compound.
+    assert identifier_terms("Is pg_dump --no-owner read-only?", compounds=False) == [
+        "pg_dump",
+        "no-owner",
+    ]
 
 
 def test_a_name_no_hit_mentions_is_missing():

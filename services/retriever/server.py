@@ -228,7 +228,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         merged = _union(ranked[0], ranked[1]) if len(ranked) > 1 else ranked[0]
         if identifiers:
             trace.get_current_span().set_attribute("ragplane.identifiers", identifiers)
-            merged = promote_mentions(merged, identifiers)[:wanted]
+            strict = identifier_terms(text, compounds=False) if text else []
+            merged = promote_mentions(merged, identifiers, strict)[:wanted]
         response = retriever_pb2.SearchResponse()
         if rerank and merged:
             assert text is not None
@@ -472,19 +473,21 @@ def _union(fused: list[tuple[str, Hit]], extra: list[tuple[str, Hit]]) -> list[t
 
 
 def promote_mentions(
-    ranked: list[tuple[str, Hit]], identifiers: list[str]
+    ranked: list[tuple[str, Hit]], identifiers: list[str], strict_identifiers: list[str]
 ) -> list[tuple[str, Hit]]:
     """The ranking with hits that mention more of the identifiers first, in their order
     otherwise: a chunk that does not name the error code or setting asked about is about
-    something else, however close its words."""
-    wanted = [normal(t) for t in identifiers]
+    something else, however close its words. Identifiers with an underscore or a digit
+    count before hyphenated words, which are often plain English (read-write)."""
+    strict = [normal(t) for t in strict_identifiers]
+    compounds = [normal(t) for t in identifiers if t not in strict_identifiers]
 
-    def mentioned(hit: Hit) -> int:
+    def mentioned(hit: Hit) -> tuple[int, int]:
         fields = hit.fields
         text = normal(f"{fields['title']} {fields['section']} {fields['text']}")
-        return sum(t in text for t in wanted)
+        return -sum(t in text for t in strict), -sum(t in text for t in compounds)
 
-    return sorted(ranked, key=lambda pair: -mentioned(pair[1]))
+    return sorted(ranked, key=lambda pair: mentioned(pair[1]))
 
 
 def _boost(boost: int, default: bool) -> bool:

@@ -387,9 +387,10 @@ def paired_differences(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Each mode against the baseline on the same answerable questions: the mean
-    difference of every ranking metric, its 95 % paired bootstrap interval (questions
-    resampled), and how many questions it ranks better and worse. An interval that
-    excludes 0 is a difference the question set can show; one that spans 0 is not."""
+    difference of every ranking metric (and of answer accuracy where both modes were
+    answered), its 95 % paired bootstrap interval (questions resampled), and on how many
+    questions it does better and worse. An interval that excludes 0 is a difference the
+    question set can show; one that spans 0 is not."""
     base = {r["id"]: r for r in per_question[baseline] if r["answerable"]}
     ids = sorted(base)
     result: dict[str, Any] = {}
@@ -400,8 +401,11 @@ def paired_differences(
         rng = random.Random(seed)
         draws = [[rng.randrange(len(ids)) for _ in ids] for _ in range(resamples)]
         result[mode] = {}
-        for metric, field in RANKING_METRICS.items():
-            deltas = [by_id[i][field] - base[i][field] for i in ids]
+        metrics = dict(RANKING_METRICS)
+        if all("correct" in by_id[i] and "correct" in base[i] for i in ids):
+            metrics["answer_accuracy"] = "correct"
+        for metric, field in metrics.items():
+            deltas = [float(by_id[i][field]) - float(base[i][field]) for i in ids]
             means = sorted(statistics.fmean(deltas[j] for j in draw) for draw in draws)
             result[mode][metric] = {
                 "difference": round(statistics.fmean(deltas), 4),
@@ -418,7 +422,7 @@ def paired_differences(
 def format_differences(report: dict[str, Any]) -> str:
     """The against_dense part of a report as a table: difference [95 % interval]."""
     k = report["k"]
-    columns = [f"recall@{k}", "MRR@10", "nDCG@10"]
+    columns = [f"recall@{k}", "MRR@10", "nDCG@10", "answer acc."]
     lines = [
         "| mode - dense | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",
@@ -429,6 +433,7 @@ def format_differences(report: dict[str, Any]) -> str:
             f" ({m['better']} better, {m['worse']} worse)"
             for m in metrics.values()
         ]
+        cells += ["-"] * (len(columns) - len(cells))
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

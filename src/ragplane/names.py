@@ -33,18 +33,19 @@ def named_terms(question: str) -> list[str]:
     return list(dict.fromkeys(t for t in terms if not t.isdigit()))
 
 
-def identifier_terms(query: str) -> list[str]:
+def identifier_terms(query: str, compounds: bool = True) -> list[str]:
     """The query's identifiers, for ranking: words with an underscore or with digits
     among letters (max_wal_senders, 40P01, LEDG-5012), command-line flags (--no-owner,
     as no-owner) and lowercase hyphenated words (ledger-api, pg-ledger). Unlike a
     capitalised word, an identifier names one thing, so a text without it is about
     something else. Hyphenated words are often plain English too (read-only, on-call),
     but a text that uses the same compound is still on the question's subject, so they
-    rank; they are not names (named_terms), which turn questions away."""
+    rank; they are not names (named_terms), which turn questions away, and without
+    `compounds` they are left out."""
     terms = [
         word.removeprefix("--")
         for word in _WORD.findall(query)
-        if _is_identifier(word) or _is_compound(word)
+        if _is_identifier(word) or (compounds and _is_compound(word))
     ]
     return list(dict.fromkeys(t for t in terms if not t.isdigit()))
 
@@ -61,5 +62,7 @@ def _is_identifier(word: str) -> bool:
 
 
 def _is_compound(word: str) -> bool:
-    """A lowercase hyphenated word: ledger-api, risk-scorer, read-only."""
+    """A lowercase hyphenated word: ledger-api, risk-scorer, read-only (not a --flag)."""
+    if word.startswith("--"):
+        return False
     return "-" in word.strip("-") and word.islower()
