@@ -42,3 +42,19 @@ def test_valid_values_are_parsed(monkeypatch):
     monkeypatch.setenv("RAGPLANE_X_BOOL", "off")
     assert env_int("RAGPLANE_X_INT", 1) == 42
     assert env_bool("RAGPLANE_X_BOOL", True) is False
+
+
+def test_fusion_depth_is_a_server_setting_requests_keep(monkeypatch):
+    from ragplane.retriever.server import RetrieverSettings, _fusion
+    from ragplane.v1 import common_pb2
+
+    monkeypatch.setenv("RAGPLANE_FUSION_DEPTH_FACTOR", "5")
+    monkeypatch.setenv("RAGPLANE_FUSION_MIN_DEPTH", "50")
+    default = RetrieverSettings.from_env().fusion
+    assert (default.depth_factor, default.min_depth) == (5, 50)
+    for method in (common_pb2.FUSION_METHOD_RRF, common_pb2.FUSION_METHOD_WEIGHTED):
+        chosen = _fusion(common_pb2.Fusion(method=method), default)
+        assert (chosen.depth_factor, chosen.min_depth) == (5, 50)
+    monkeypatch.setenv("RAGPLANE_FUSION_DEPTH_FACTOR", "0")
+    with pytest.raises(ConfigError, match="RAGPLANE_FUSION_DEPTH_FACTOR"):
+        RetrieverSettings.from_env()

@@ -96,6 +96,8 @@ class RetrieverSettings:
                 rrf_k=env_int("RAGPLANE_FUSION_RRF_K", RRF_K, minimum=1, maximum=16384),
                 dense_weight=env_float("RAGPLANE_FUSION_DENSE_WEIGHT", 0.5, minimum=0.0),
                 keyword_weight=env_float("RAGPLANE_FUSION_KEYWORD_WEIGHT", 0.5, minimum=0.0),
+                depth_factor=env_int("RAGPLANE_FUSION_DEPTH_FACTOR", 3, minimum=1, maximum=20),
+                min_depth=env_int("RAGPLANE_FUSION_MIN_DEPTH", 20, minimum=1, maximum=1000),
             ),
         )
 
@@ -437,10 +439,11 @@ def _fusion(fusion: common_pb2.Fusion, default: Fusion) -> Fusion:
         raise InvalidArgument(f"fusion weights must be 0-1; got {weights[0]:g} and {weights[1]:g}")
     if fusion.method == common_pb2.FUSION_METHOD_UNSPECIFIED:
         return default
+    depth = {"depth_factor": default.depth_factor, "min_depth": default.min_depth}
     if fusion.method == common_pb2.FUSION_METHOD_WEIGHTED:
         dense, keyword = weights if any(weights) else (0.5, 0.5)
-        return Fusion("weighted", dense_weight=dense, keyword_weight=keyword)
-    return Fusion("rrf", rrf_k=fusion.rrf_k or RRF_K)
+        return Fusion("weighted", dense_weight=dense, keyword_weight=keyword, **depth)
+    return Fusion("rrf", rrf_k=fusion.rrf_k or RRF_K, **depth)
 
 
 def _merge(found: list[tuple[str, list[Hit]]], mode: int) -> list[tuple[str, Hit]]:

@@ -94,6 +94,10 @@ class Fusion:
     rrf_k: int = RRF_K
     dense_weight: float = 0.5
     keyword_weight: float = 0.5
+    # Candidates each side brings to fusion: this many per hit asked for, at least
+    # min_depth. A server setting; requests choose the method, not the depth.
+    depth_factor: int = 3
+    min_depth: int = 20
 
     def ranker(self) -> Any:
         if self.method == "weighted":
@@ -596,7 +600,7 @@ class MilvusStore:
         fusion: Fusion,
     ) -> list[Hit]:
         # Each side brings more candidates than asked for, so fusion has something to fuse.
-        candidates = max(limit * 3, 20)
+        candidates = max(limit * fusion.depth_factor, fusion.min_depth)
         requests = [
             AnnSearchRequest(
                 data=[vector],
