@@ -222,8 +222,8 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         if identifiers and mode == common_pb2.SEARCH_MODE_HYBRID:
             # Fusion ranks a chunk that only BM25 finds below the chunks both sides find,
             # so the chunk naming the identifier can miss the fused pool: BM25's own best
-            # join it, as many as the fused pool, so a request for 3 sees the chunks a
-            # request for 20 sees.
+            # join it, as many as the fused pool. (A request for 3 still fuses shallower
+            # lists than one for 20, so their top hits can differ; docs/retrieval.md.)
             keyword = common_pb2.SEARCH_MODE_KEYWORD
             searches.append(self._ranked(names, keyword, limit, query, text, expr, fusion))
         ranked = await asyncio.gather(*searches)

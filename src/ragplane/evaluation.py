@@ -277,7 +277,7 @@ class Evaluator:
             report["modes"][name] = summarize(rows, any("abstained" in r for r in rows))
             report["modes"][name]["seconds"] = round(time.perf_counter() - started, 1)
             report.setdefault("per_question", {})[name] = rows
-        if "dense" in report["per_question"]:
+        if "dense" in report.get("per_question", {}):
             report["against_dense"] = paired_differences(report["per_question"])
         return report
 
