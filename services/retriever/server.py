@@ -7,7 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -439,11 +439,11 @@ def _fusion(fusion: common_pb2.Fusion, default: Fusion) -> Fusion:
         raise InvalidArgument(f"fusion weights must be 0-1; got {weights[0]:g} and {weights[1]:g}")
     if fusion.method == common_pb2.FUSION_METHOD_UNSPECIFIED:
         return default
-    depth = {"depth_factor": default.depth_factor, "min_depth": default.min_depth}
+    # The request chooses the method; the server's fusion depth stays.
     if fusion.method == common_pb2.FUSION_METHOD_WEIGHTED:
         dense, keyword = weights if any(weights) else (0.5, 0.5)
-        return Fusion("weighted", dense_weight=dense, keyword_weight=keyword, **depth)
-    return Fusion("rrf", rrf_k=fusion.rrf_k or RRF_K, **depth)
+        return replace(default, method="weighted", dense_weight=dense, keyword_weight=keyword)
+    return replace(default, method="rrf", rrf_k=fusion.rrf_k or RRF_K)
 
 
 def _merge(found: list[tuple[str, list[Hit]]], mode: int) -> list[tuple[str, Hit]]:

@@ -65,4 +65,4 @@ def _is_compound(word: str) -> bool:
     """A lowercase hyphenated word: ledger-api, risk-scorer, read-only (not a --flag)."""
     if word.startswith("--"):
         return False
-    return "-" in word.strip("-") and word.islower()
+    return "-" in word and word.islower()
