@@ -243,3 +243,42 @@ async def test_html_chunks_cite_their_headings():
     assert [(c.title, c.section, c.text) for c in chunks] == [
         ("On-call", "Escalation", "Page the secondary after 15 minutes.")
     ]
+
+
+def definitions(count: int) -> str:
+    """A settings page: a definition list of `count` terms, each with a long definition."""
+    entries = "".join(
+        f"<dt><code>setting_{i}</code></dt><dd><p>"
+        + f"Setting {i} controls how the server behaves under load number {i}. " * 6
+        + "</p></dd>"
+        for i in range(count)
+    )
+    return f"<html><body><h1>Settings</h1><dl>{entries}</dl></body></html>"
+
+
+@pytest.mark.parametrize("budget", [100, 160, 256])
+async def test_a_chunk_never_ends_with_the_term_it_defines_next(budget):
+    chunks = await chunks_of(definitions(12), budget, media_type="text/html")
+    assert len(chunks) > 3
+    for chunk in chunks:
+        assert tokens(chunk.embed_text) <= budget
+        assert not chunk.text.rsplit("\n\n", 1)[-1].startswith("setting_"), chunk.text
+    for i in range(12):
+        [holder] = [c for c in chunks if f"setting_{i}\n\n" in c.text]
+        assert f"Setting {i} controls" in holder.text
+    joined = "".join(squeezed(c.text) for c in chunks)
+    assert joined == "".join(
+        squeezed(b.text) for b in load_document(definitions(12).encode(), "text/html", "s").blocks
+    )
+
+
+async def test_a_lead_in_moves_with_what_it_introduces_but_never_empties_a_chunk():
+    intro = "Deploys go out in waves and each wave waits for the error budget. " * 5
+    text = f"# Deploy\n\n{intro}\n\nRun this:\n\n```\n" + "kctl deploy --wave 1\n" * 12 + "```\n"
+    chunks = await chunks_of(text, 120)
+    assert [c.text.startswith("Run this:") for c in chunks] == [False, True]
+    # A lead-in alone in its chunk stays there rather than leaving an empty chunk.
+    lonely = "# Deploy\n\nRun this:\n\n```\n" + "kctl deploy --wave 1\n" * 30 + "```\n"
+    chunks = await chunks_of(lonely, 100)
+    assert chunks[0].text.startswith("Run this:")
+    assert all(c.text.strip() for c in chunks)

@@ -161,6 +161,23 @@ def test_html_title_from_first_h1_and_loose_text_in_divs():
     assert all(b.heading_path == ("Ledger API",) for b in doc.blocks)
 
 
+def test_definition_terms_and_colon_lead_ins_lead_into_the_next_block():
+    page = """<body><h1>Settings</h1><div class="navheader"><table><tr><td>Prev</td>
+    <td>Up</td><td>Next page</td></tr></table></div><dl><dt><code>port</code></dt>
+    <dd><p>The port to connect to.</p></dd></dl><p>For example:</p><pre>port=5433</pre>
+    <div class="navfooter">Home</div></body>"""
+    assert [(b.text, b.leads) for b in html(page).blocks] == [
+        ("port", True),
+        ("The port to connect to.", False),
+        ("For example:", True),
+        ("port=5433", False),
+    ]
+    text = "# Deploy\n\nRun this:\n\n```\nkctl deploy\n```\n\nA list:\n\n- a:\n"
+    assert [b.leads for b in markdown(text).blocks] == [True, False, True, False]
+    plain = load_document(b"Notes\n\nSteps:\n\nDone.", "text/plain", "n.txt").blocks
+    assert [b.leads for b in plain] == [False, True, False]
+
+
 def test_html_without_text_is_refused():
     with pytest.raises(InvalidArgument, match="no text"):
         html("<html><body><script>x()</script><nav>menu</nav></body></html>")

@@ -50,6 +50,7 @@ class _Piece:
     tokens: int  # special tokens included
     section: int  # index of its section in the document
     separator: str  # what joins it to the piece before it in a chunk
+    leads: bool = False  # introduces the next piece: moves to the next chunk with it
 
 
 def document_hash(content: bytes) -> str:
@@ -84,14 +85,14 @@ async def chunk_document(
     add up; chunks still over budget are split again until all fit.
     """
     sections = [
-        (_section_name(doc.title, path), [b.text for b in blocks])
+        (_section_name(doc.title, path), list(blocks))
         for path, blocks in groupby(doc.blocks, key=lambda b: b.heading_path)
     ]
     names = [name for name, _ in sections]
     pieces = [
-        _Piece(text, 0, index, _BLOCK_SEPARATOR)
-        for index, (_, texts) in enumerate(sections)
-        for text in texts
+        _Piece(block.text, 0, index, _BLOCK_SEPARATOR, block.leads)
+        for index, (_, blocks) in enumerate(sections)
+        for block in blocks
     ]
     if not pieces:
         return []
@@ -146,7 +147,8 @@ async def _split_oversized(
                 uncounted.append(len(result))
                 if k == 0:
                     separator = piece.separator  # joins what came before, as the piece did
-                result.append(replace(piece, text=text, separator=separator))
+                leads = piece.leads and k == len(parts) - 1  # only the end leads on
+                result.append(replace(piece, text=text, separator=separator, leads=leads))
         if not uncounted:
             return result
         counts = await count_tokens([result[i].text for i in uncounted])
@@ -204,18 +206,34 @@ def _regroup(parts: list[tuple[str, str]], per_char: float, aim: float) -> list[
 
 
 def _pack(pieces: list[_Piece], rooms: list[int], overhead: int) -> list[list[_Piece]]:
-    """Greedy: consecutive pieces of a section share a chunk while their counts fit."""
+    """Greedy: consecutive pieces of a section share a chunk while their counts fit.
+
+    A chunk that fills up does not end with what introduces the next piece (a definition
+    term, "for example:"): that moves to the next chunk with it when both fit there.
+    """
     groups: list[list[_Piece]] = []
     used = 0
     for piece in pieces:
         cost = piece.tokens - overhead
+        room = rooms[piece.section]
         current = groups[-1] if groups else []
-        if current and current[0].section == piece.section and used + cost <= rooms[piece.section]:
+        same_section = bool(current) and current[0].section == piece.section
+        if same_section and used + cost <= room:
             current.append(piece)
             used += cost
-        else:
-            groups.append([piece])
-            used = cost
+            continue
+        carried: list[_Piece] = []
+        if same_section:
+            # Keep at least one piece behind: a chunk is never emptied.
+            while len(carried) + 1 < len(current) and current[-1 - len(carried)].leads:
+                lead = current[-1 - len(carried)]
+                if cost + lead.tokens - overhead > room:
+                    break
+                cost += lead.tokens - overhead
+                carried.insert(0, lead)
+            del current[len(current) - len(carried) :]
+        groups.append([*carried, piece])
+        used = cost
     return groups
 
 
@@ -279,7 +297,10 @@ class _Chunks:
             return [group[:keep], group[keep:]]
         piece = group[0]
         parts = _split(piece.text, room + excess, room * _RESPLIT_SHARE, self.doc_id)
-        return [[replace(piece, text=text, separator=sep, tokens=-1)] for sep, text in parts]
+        return [
+            [replace(piece, text=text, separator=sep, tokens=-1, leads=False)]
+            for sep, text in parts
+        ]
 
     def _embed_text(self, group: list[_Piece]) -> str:
         return embed_text(self.title, self.names[group[0].section], _joined(group))

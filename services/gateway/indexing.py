@@ -26,7 +26,7 @@ MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 # Texts per Embed call: large enough to batch well, small enough to stay under limits.
 EMBED_SLICE = 128
 # Bumped when chunking changes in a way that must re-index unchanged documents.
-CHUNKER_VERSION = "2"
+CHUNKER_VERSION = "3"
 
 
 @dataclass

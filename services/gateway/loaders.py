@@ -38,6 +38,9 @@ _HTML_BLOCKS = frozenset(
     {"p", "li", "dt", "dd", "blockquote", "figcaption", "caption", "address", "summary"}
 )
 _HTML_DROP = ("script", "style", "nav", "footer", "noscript", "template", "svg", "iframe")
+# Navigation chrome without a <nav>: DocBook's previous / up / next tables (PostgreSQL,
+# Linux kernel, many manuals) name the neighbouring pages, not this one's content.
+_HTML_DROP_CLASSES = ("navheader", "navfooter")
 _HTML_INLINE = frozenset(
     "a abbr b bdi bdo cite code data del dfn em i img ins kbd label mark q s samp small span"
     " strong sub sup time u var wbr".split()
@@ -50,6 +53,9 @@ class Block:
 
     heading_path: tuple[str, ...]
     text: str
+    # Introduces the block after it (a definition term, a paragraph ending in ":"), so a
+    # chunk should not end with it.
+    leads: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,11 @@ def _prose(text: str) -> str:
     return " ".join(text.split())
 
 
+def _leads_in(prose: str) -> bool:
+    """ "The general form is:" introduces what follows it."""
+    return prose.endswith(":")
+
+
 class _Sections:
     """Tracks the heading path while blocks are collected."""
 
@@ -132,10 +143,14 @@ class _Sections:
             self.path.pop()
         self.path.append((level, text))
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, *, leads: bool = False) -> None:
         """Adds a block whose text is already normalised (prose collapsed, code verbatim)."""
         if text.strip():
-            self.blocks.append(Block(tuple(h for _, h in self.path), text))
+            self.blocks.append(Block(tuple(h for _, h in self.path), text, leads))
+
+    def add_prose(self, text: str, *, term: bool = False) -> None:
+        """Adds prose; a term, or prose ending in a colon, leads into the next block."""
+        self.add(text, leads=term or _leads_in(text))
 
 
 # --- Markdown ---------------------------------------------------------------------------
@@ -252,7 +267,7 @@ class _MarkdownReader:
         elif all(x.lstrip().startswith("|") for x in lines):
             self.sections.add("\n".join(_prose(x) for x in lines))  # a table: a row a line
         else:
-            self.sections.add(_prose(" ".join(_BLOCKQUOTE.sub("", x) for x in lines)))
+            self.sections.add_prose(_prose(" ".join(_BLOCKQUOTE.sub("", x) for x in lines)))
 
 
 def _list_items(lines: list[str]) -> list[str]:
@@ -273,6 +288,8 @@ def _list_items(lines: list[str]) -> list[str]:
 def _html(text: str) -> tuple[str, list[Block]]:
     soup = BeautifulSoup(text, "html.parser")
     for tag in soup(list(_HTML_DROP)):
+        tag.decompose()
+    for tag in soup(class_=list(_HTML_DROP_CLASSES)):
         tag.decompose()
     for tag in soup("header"):
         # A page header without headings is chrome (logo, links); an article's keeps its H1.
@@ -319,13 +336,13 @@ class _HtmlReader:
             cells = [_prose(_html_text(c)) for c in element.find_all(["td", "th"], recursive=False)]
             self.sections.add(" | ".join(c for c in cells if c))
         elif name in _HTML_BLOCKS:
-            self.sections.add(_prose(_html_text(element)))
+            self.sections.add_prose(_prose(_html_text(element)), term=name == "dt")
         else:
             self.read(element)
 
     def _flush(self) -> None:
         text, self.loose = _prose("".join(self.loose)), []
-        self.sections.add(text)
+        self.sections.add_prose(text)
 
 
 def _is_text(node: object) -> bool:
@@ -350,4 +367,4 @@ def _plain(text: str) -> tuple[str, list[Block]]:
     paragraphs = [_prose(p) for p in re.split(r"\n[ \t\r\f\v]*\n", text) if p.strip()]
     first_line = text.strip().splitlines()[0].strip() if paragraphs else ""
     title = _prose(first_line) if len(first_line) <= _MAX_PLAIN_TITLE else ""
-    return title, [Block((), p) for p in paragraphs]
+    return title, [Block((), p, _leads_in(p)) for p in paragraphs]
