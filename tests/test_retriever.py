@@ -8,7 +8,9 @@ server, so keyword tests assert rankings, never scores.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -22,9 +24,10 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from pymilvus import MilvusClient
+from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 from ragplane.milvus_lite import log_tail, start_milvus_lite, stop_process
+from ragplane.retriever import store
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -381,6 +384,83 @@ async def test_keyword_ranks_the_chunk_matching_more_terms_first(retriever, pg):
     hits = await keyword(retriever, "no owner", top_k=10)
     assert hits[0].chunk.doc_id == "pg/dump.md"
     assert {"ops_x/notes.md", "opsAx/notes.md"} <= {h.chunk.doc_id for h in hits[1:]}
+
+
+def titled(doc_id: str, title: str, sections_and_texts: list[tuple[str, str]]):
+    doc = document(doc_id, [text for _, text in sections_and_texts])
+    for indexed, (section, _) in zip(doc.chunks, sections_and_texts, strict=True):
+        indexed.chunk.title, indexed.chunk.section = title, section
+    return doc
+
+
+REFERENCE = [
+    titled("ref/truncate.md", "TRUNCATE", [("Synopsis", "Empties a set of tables quickly.")]),
+    titled("ref/vacuum.md", "VACUUM", [("Notes", "Garbage-collects a table; see truncate.")]),
+]
+
+
+async def upsert(stub, collection: str, documents) -> None:
+    await stub.Upsert(
+        retriever_pb2.UpsertRequest(collection=collection, model=MODEL, documents=documents),
+        timeout=T,
+    )
+
+
+async def test_keyword_search_reads_titles_and_sections(retriever):
+    # A reference page's name is its title: the chunk titled TRUNCATE outranks the one
+    # whose text only mentions it, and a section's words find its chunk.
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="titled", model=MODEL), timeout=T
+    )
+    await upsert(retriever, "titled", REFERENCE)
+    hits = await keyword(retriever, "truncate", collection="titled")
+    assert [h.chunk.doc_id for h in hits] == ["ref/truncate.md", "ref/vacuum.md"]
+    hits = await keyword(retriever, "synopsis", collection="titled")
+    assert [h.chunk.doc_id for h in hits] == ["ref/truncate.md"]
+    assert hits[0].chunk == REFERENCE[0].chunks[0].chunk  # keywords are not returned
+
+
+async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(
+    retriever, processes
+):
+    """Collections created before the keywords field keep working as they were."""
+    client = MilvusClient(uri=processes.milvus_uri)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    for name in ("doc_id", "doc_hash", "title", "source", "section", "content_hash"):
+        schema.add_field(name, DataType.VARCHAR, max_length=2048)
+    schema.add_field("position", DataType.INT64)
+    schema.add_field(
+        "text", DataType.VARCHAR, max_length=65535, enable_analyzer=True,
+        analyzer_params=store.TEXT_ANALYZER,
+    )
+    schema.add_field(
+        "tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=32, max_length=128
+    )
+    schema.add_field(store.SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+    schema.add_field(store.DENSE_FIELD, DataType.FLOAT_VECTOR, dim=DIM)
+    schema.add_function(
+        Function(
+            name="text_bm25", function_type=FunctionType.BM25,
+            input_field_names=["text"], output_field_names=[store.SPARSE_FIELD],
+        )
+    )
+    index = client.prepare_index_params()
+    index.add_index(store.DENSE_FIELD, index_type="AUTOINDEX", metric_type="COSINE")
+    index.add_index(store.SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    record = store.ModelRecord(MODEL.id, MODEL.revision, MODEL.weights_sha256, MODEL.dimension)
+    client.create_collection(
+        "schema2", schema=schema, index_params=index, consistency_level="Strong",
+        properties={
+            store.MODEL_PROPERTY: json.dumps(dataclasses.asdict(record)),
+            store.SCHEMA_PROPERTY: "2",
+        },
+    )
+    client.close()
+    await upsert(retriever, "schema2", REFERENCE)
+    hits = await keyword(retriever, "truncate", collection="schema2")
+    assert [h.chunk.doc_id for h in hits] == ["ref/vacuum.md"]  # its text names it
+    assert not await keyword(retriever, "synopsis", collection="schema2")
 
 
 async def test_dense_search_finds_the_nearest_chunk(retriever, pg):

@@ -47,7 +47,11 @@ T = TypeVar("T")
 MODEL_PROPERTY = "ragplane.embedding_model"
 SCHEMA_PROPERTY = "ragplane.schema_version"
 # 2 added the tags array; collections of schema 1 still serve, without tags.
-SCHEMA_VERSION = "2"
+# 3 added the keywords field: BM25 over a chunk's title and section as well as its text
+# (a reference page's name is in its title, not in every chunk). Collections of schema 1
+# and 2 still serve, with BM25 over the text alone.
+SCHEMA_VERSION = "3"
+KEYWORDS_SCHEMA = 3
 
 # Unicode word tokenizer + lowercase: max_wal_senders, 23505 and pg_dump stay single
 # terms, --no-owner becomes "no" "owner" (both kept: no stop-word filter). Milvus Lite
@@ -65,6 +69,7 @@ MAX_BYTES = {
     "section": 2048,
     "content_hash": 128,
     "text": 65535,
+    "keywords": 65535,
     "tag": 128,
 }
 MAX_TAGS = 32
@@ -361,9 +366,12 @@ class MilvusStore:
 
     async def has_tags(self, collection: str) -> bool:
         """Whether the collection's schema has the tags array (schema 2 and later)."""
+        return await self._schema(collection) >= 2
+
+    async def _schema(self, collection: str) -> int:
         if collection not in self._schemas:
             await self.model_of(collection)
-        return self._schemas[collection] != "1"
+        return int(self._schemas[collection])
 
     async def create_collection(self, collection: str, model: ModelRecord) -> bool:
         """Creates the collection bound to `model`; False if it already exists."""
@@ -447,6 +455,8 @@ class MilvusStore:
         query scans Milvus Lite's unflushed rows, so one per document was the indexing
         bottleneck). Returns (chunks written, chunks deleted) per document."""
         rows = [row for _, doc_rows in documents for row in doc_rows]
+        if await self._schema(collection) >= KEYWORDS_SCHEMA:
+            rows = [{**row, "keywords": keywords(row)} for row in rows]
         async with self._write_lock(collection):
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
@@ -658,6 +668,16 @@ def missing(collection: str) -> NotFound:
     return NotFound(f"collection '{collection}' does not exist")
 
 
+def keywords(row: dict[str, Any]) -> str:
+    """The text BM25 indexes for a chunk row: its title, section and text, cut to the
+    field's limit at a character boundary (a chunk's text alone always fits)."""
+    joined = f"{row['title']}\n{row['section']}\n\n{row['text']}"
+    data = joined.encode()
+    if len(data) <= MAX_BYTES["keywords"]:
+        return joined
+    return data[: MAX_BYTES["keywords"]].decode(errors="ignore")
+
+
 def _hits(results: Any) -> list[Hit]:
     if not results:
         return []
@@ -673,10 +693,12 @@ def _schema(client: MilvusClient, dimension: int) -> Any:
     for name in ("doc_id", "doc_hash", "title", "source", "section", "content_hash"):
         schema.add_field(name, DataType.VARCHAR, max_length=MAX_BYTES[name])
     schema.add_field("position", DataType.INT64)
+    schema.add_field("text", DataType.VARCHAR, max_length=MAX_BYTES["text"])
+    # What BM25 reads: title, section and text (keywords()); stored, never returned.
     schema.add_field(
-        "text",
+        "keywords",
         DataType.VARCHAR,
-        max_length=MAX_BYTES["text"],
+        max_length=MAX_BYTES["keywords"],
         enable_analyzer=True,
         analyzer_params=TEXT_ANALYZER,
     )
@@ -693,7 +715,7 @@ def _schema(client: MilvusClient, dimension: int) -> Any:
         Function(
             name="text_bm25",
             function_type=FunctionType.BM25,
-            input_field_names=["text"],
+            input_field_names=["keywords"],
             output_field_names=[SPARSE_FIELD],
         )
     )
