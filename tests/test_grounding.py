@@ -3,7 +3,7 @@ does not mention) and the identifiers the retriever ranks by."""
 
 from __future__ import annotations
 
-from ragplane.gateway.grounding import missing_terms
+from ragplane.gateway.grounding import MAX_CORPUS_LOOKUPS, missing_terms, unknown_terms
 from ragplane.names import identifier_terms, named_terms
 from ragplane.v1 import common_pb2
 
@@ -76,3 +76,37 @@ def test_names_match_across_case_punctuation_title_and_section():
 
 def test_no_hits_leave_every_name_missing():
     assert missing_terms("Is CockroachDB supported?", []) == ["CockroachDB"]
+
+
+def test_a_table_qualified_column_is_mentioned_by_its_parts():
+    hits = [hit("relpersistence: p = permanent table, u = unlogged table", title="pg_class")]
+    assert missing_terms("What does u in pg_class.relpersistence mean?", hits) == []
+    assert missing_terms("When is PGConf.EU held?", [hit("PGConf and the EU")]) == ["PGConf.EU"]
+
+
+class Corpus:
+    """A keyword search over a few texts (the real one is Milvus BM25, tested through the
+    gateway in test_stack); records the queries."""
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = texts
+        self.queries: list[str] = []
+
+    async def __call__(self, query: str) -> list[common_pb2.ScoredChunk]:
+        self.queries.append(query)
+        words = query.lower().split()
+        return [hit(t) for t in self.texts if any(w in t.lower() for w in words)]
+
+
+async def test_names_the_corpus_mentions_elsewhere_are_not_unknown():
+    corpus = Corpus("Run SQL from psql.", "The pg_class catalog has relpersistence.")
+    missing = ["SQL", "Patroni", "pg_class.relpersistence"]
+    assert await unknown_terms(missing, corpus) == ["Patroni"]
+    assert corpus.queries == ["SQL", "Patroni", "pg_class relpersistence"]
+
+
+async def test_names_past_the_lookup_limit_stay_unknown():
+    names = [f"Name{i}" for i in range(MAX_CORPUS_LOOKUPS + 2)]
+    corpus = Corpus(*names)
+    assert await unknown_terms(names, corpus) == names[MAX_CORPUS_LOOKUPS:]
+    assert len(corpus.queries) == MAX_CORPUS_LOOKUPS

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from ragplane.gateway.grounding import missing_terms
+from ragplane.gateway.grounding import LOOKUP_HITS, missing_terms, unknown_terms
 from ragplane.gateway.query import DEFAULT_TOP_K
 from ragplane.v1 import (
     common_pb2,
@@ -230,6 +230,23 @@ class Evaluator:
         }
         return list(found.hits), best, timings
 
+    async def _keyword_hits(self, text: str) -> list[common_pb2.ScoredChunk]:
+        info = await self._embedder.Info(
+            embedder_pb2.EmbedderServiceInfoRequest(), timeout=TIMEOUT_S
+        )
+        found = await self._retriever.Search(
+            retriever_pb2.SearchRequest(
+                collection=self._collection,
+                model=info.model,
+                query_text=text,
+                mode=common_pb2.SEARCH_MODE_KEYWORD,
+                top_k=LOOKUP_HITS,
+                rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_OFF),
+            ),
+            timeout=TIMEOUT_S,
+        )
+        return list(found.hits)
+
     async def check_modes(self, question: str, modes: list[str]) -> None:
         """Fails fast, before minutes of work, when the stack cannot run a mode (reranking
         without a reranker)."""
@@ -286,7 +303,9 @@ class Evaluator:
         hits, row["best_relevance"], row["retrieval_timings"] = await self.rank(q.question, mode)
         ranked = ranked_documents(hits)
         row["ranked"] = ranked[:RANK_DEPTH]
-        row["missing_names"] = missing_terms(q.question, hits[:CONTEXT_HITS])
+        # As the gateway checks: names the prompt's chunks miss that the corpus lacks too.
+        missing = missing_terms(q.question, hits[:CONTEXT_HITS])
+        row["missing_names"] = await unknown_terms(missing, self._keyword_hits) if missing else []
         if q.answerable:
             row["recall"] = recall_at(ranked, q.relevant, k)
             row["rr"] = reciprocal_rank(ranked, q.relevant)
