@@ -420,9 +420,7 @@ async def test_keyword_search_reads_titles_and_sections(retriever):
     assert hits[0].chunk == REFERENCE[0].chunks[0].chunk  # keywords are not returned
 
 
-async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(
-    retriever, processes
-):
+async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(retriever, processes):
     """Collections created before the keywords field keep working as they were."""
     client = MilvusClient(uri=processes.milvus_uri)
     schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
@@ -431,7 +429,10 @@ async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(
         schema.add_field(name, DataType.VARCHAR, max_length=2048)
     schema.add_field("position", DataType.INT64)
     schema.add_field(
-        "text", DataType.VARCHAR, max_length=65535, enable_analyzer=True,
+        "text",
+        DataType.VARCHAR,
+        max_length=65535,
+        enable_analyzer=True,
         analyzer_params=store.TEXT_ANALYZER,
     )
     schema.add_field(
@@ -441,8 +442,10 @@ async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(
     schema.add_field(store.DENSE_FIELD, DataType.FLOAT_VECTOR, dim=DIM)
     schema.add_function(
         Function(
-            name="text_bm25", function_type=FunctionType.BM25,
-            input_field_names=["text"], output_field_names=[store.SPARSE_FIELD],
+            name="text_bm25",
+            function_type=FunctionType.BM25,
+            input_field_names=["text"],
+            output_field_names=[store.SPARSE_FIELD],
         )
     )
     index = client.prepare_index_params()
@@ -450,7 +453,10 @@ async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(
     index.add_index(store.SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     record = store.ModelRecord(MODEL.id, MODEL.revision, MODEL.weights_sha256, MODEL.dimension)
     client.create_collection(
-        "schema2", schema=schema, index_params=index, consistency_level="Strong",
+        "schema2",
+        schema=schema,
+        index_params=index,
+        consistency_level="Strong",
         properties={
             store.MODEL_PROPERTY: json.dumps(dataclasses.asdict(record)),
             store.SCHEMA_PROPERTY: "2",
