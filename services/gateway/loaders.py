@@ -121,7 +121,7 @@ def _prose(text: str) -> str:
 
 
 def _leads_in(prose: str) -> bool:
-    """ "The general form is:" introduces what follows it."""
+    """Prose ending in a colon ("The general form is:") introduces what follows it."""
     return prose.endswith(":")
 
 
