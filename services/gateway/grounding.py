@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from ragplane.names import named_terms, normal
-from ragplane.v1 import common_pb2
+from ragplane.v1 import common_pb2, retriever_pb2
 
 # Keyword searches of the corpus for one question's missing names; names past the limit
 # count as unknown (a question naming that many things the context misses is not about it).
@@ -49,6 +49,26 @@ async def unknown_terms(terms: Sequence[str], search: KeywordSearch) -> list[str
     found = await asyncio.gather(*(search(lookup_query(t)) for t in checked))
     known = {t for t, hits in zip(checked, found, strict=True) if _mentioned(t, _context(hits))}
     return [t for t in terms if t not in known]
+
+
+def lookup_request(
+    collection: str,
+    model: common_pb2.EmbeddingModel,
+    text: str,
+    filter: common_pb2.MetadataFilter | None = None,
+    extra_collections: Sequence[str] = (),
+) -> retriever_pb2.SearchRequest:
+    """The corpus lookup for one name: a BM25 search, never reranked, of LOOKUP_HITS."""
+    return retriever_pb2.SearchRequest(
+        collection=collection,
+        model=model,
+        query_text=text,
+        mode=common_pb2.SEARCH_MODE_KEYWORD,
+        filter=filter,
+        top_k=LOOKUP_HITS,
+        rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_OFF),
+        extra_collections=extra_collections,
+    )
 
 
 def lookup_query(term: str) -> str:

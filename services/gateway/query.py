@@ -13,7 +13,7 @@ from opentelemetry import trace
 from ragplane.errors import InvalidArgument, Unavailable
 from ragplane.gateway import metrics
 from ragplane.gateway.clients import Backends, Timeouts, deadline
-from ragplane.gateway.grounding import LOOKUP_HITS, missing_terms, unknown_terms
+from ragplane.gateway.grounding import lookup_request, missing_terms, unknown_terms
 from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, generator_pb2, retriever_pb2
@@ -81,12 +81,21 @@ class QueryPipeline:
             if missing:
 
                 async def search_corpus(text: str) -> list[common_pb2.ScoredChunk]:
-                    return await self._keyword_hits(
-                        collection, request, embedded.model, text, context
+                    reply = await self._backends.retriever.Search(
+                        lookup_request(
+                            collection,
+                            embedded.model,
+                            text,
+                            request.filter,
+                            request.extra_collections,
+                        ),
+                        timeout=deadline(context, self._timeouts.retrieve),
                     )
+                    return list(reply.hits)
 
                 missing = await unknown_terms(missing, search_corpus)
-                relevant = [] if missing else list(found.hits)
+            if missing:
+                relevant = []
             span.set_attributes(
                 {
                     "ragplane.hits": len(found.hits),
@@ -160,8 +169,8 @@ class QueryPipeline:
     def _relevant(
         self, question: str, hits: Sequence[common_pb2.ScoredChunk]
     ) -> tuple[list[common_pb2.ScoredChunk], list[str]]:
-        """All hits, in rank order, if they can answer; none otherwise. Also the names in the
-        question that no hit mentions, to be looked up in the corpus.
+        """All hits, in rank order, if the best is relevant enough; none otherwise. Also the
+        names in the question that no hit mentions, to be looked up in the corpus.
 
         Relevance is the query-chunk cosine whatever the mode: one calibrated scale. A
         question whose best chunk is below it is one the corpus does not answer, and the
@@ -172,31 +181,7 @@ class QueryPipeline:
         if not hits or max(h.relevance for h in hits) < self._settings.min_relevance:
             return [], []
         missing = missing_terms(question, hits) if self._settings.check_names else []
-        return ([] if missing else list(hits)), missing
-
-    async def _keyword_hits(
-        self,
-        collection: str,
-        request: gateway_pb2.AskRequest,
-        model: common_pb2.EmbeddingModel,
-        text: str,
-        context,
-    ) -> list[common_pb2.ScoredChunk]:
-        """BM25 hits for a name, in the collections and filter the question was asked of."""
-        found = await self._backends.retriever.Search(
-            retriever_pb2.SearchRequest(
-                collection=collection,
-                model=model,
-                query_text=text,
-                mode=common_pb2.SEARCH_MODE_KEYWORD,
-                filter=request.filter,
-                top_k=LOOKUP_HITS,
-                rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_OFF),
-                extra_collections=request.extra_collections,
-            ),
-            timeout=deadline(context, self._timeouts.retrieve),
-        )
-        return list(found.hits)
+        return list(hits), missing
 
     async def _fit(
         self, question: str, hits: list[common_pb2.ScoredChunk], max_tokens: int, context

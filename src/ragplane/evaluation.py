@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-from ragplane.gateway.grounding import LOOKUP_HITS, missing_terms, unknown_terms
+from ragplane.gateway.grounding import lookup_request, missing_terms, unknown_terms
 from ragplane.gateway.query import DEFAULT_TOP_K
 from ragplane.v1 import (
     common_pb2,
@@ -199,6 +199,7 @@ class Evaluator:
         self._retriever = retriever_pb2_grpc.RetrieverServiceStub(channels["retriever"])
         self._gateway = gateway_pb2_grpc.GatewayServiceStub(channels["gateway"])
         self._collection = collection
+        self._model: common_pb2.EmbeddingModel | None = None  # the embedder's, once asked
 
     async def rank(
         self, question: str, mode: Mode
@@ -231,19 +232,14 @@ class Evaluator:
         return list(found.hits), best, timings
 
     async def _keyword_hits(self, text: str) -> list[common_pb2.ScoredChunk]:
-        info = await self._embedder.Info(
-            embedder_pb2.EmbedderServiceInfoRequest(), timeout=TIMEOUT_S
-        )
+        """The gateway's corpus lookup for one name (grounding.lookup_request)."""
+        if self._model is None:
+            info = await self._embedder.Info(
+                embedder_pb2.EmbedderServiceInfoRequest(), timeout=TIMEOUT_S
+            )
+            self._model = info.model
         found = await self._retriever.Search(
-            retriever_pb2.SearchRequest(
-                collection=self._collection,
-                model=info.model,
-                query_text=text,
-                mode=common_pb2.SEARCH_MODE_KEYWORD,
-                top_k=LOOKUP_HITS,
-                rerank=common_pb2.Rerank(mode=common_pb2.RERANK_MODE_OFF),
-            ),
-            timeout=TIMEOUT_S,
+            lookup_request(self._collection, self._model, text), timeout=TIMEOUT_S
         )
         return list(found.hits)
 
