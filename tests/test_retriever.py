@@ -873,3 +873,50 @@ def load_state(uri: str, collection: str) -> str:
         return client.get_load_state(collection, timeout=T)["state"].name
     finally:
         client.close()
+
+
+# Flushing Milvus Lite --------------------------------------------------------------
+# Milvus Lite searches the rows it has not flushed one by one and replays them from its
+# log on every restart, so the retriever flushes what it writes; these tests read Milvus
+# Lite's own data folder to see which rows were flushed.
+
+
+def flushed_files(processes: Processes, collection: str) -> list[Path]:
+    return sorted((processes.workdir / "milvus" / "collections" / collection).rglob("*.parquet"))
+
+
+async def wait_for_flush(processes: Processes, collection: str, within_s: float = 15) -> None:
+    deadline = time.monotonic() + within_s
+    while not flushed_files(processes, collection):
+        assert time.monotonic() < deadline, f"{collection!r} not flushed in {within_s} s"
+        await asyncio.sleep(0.2)
+
+
+async def test_the_last_writes_are_flushed_once_writes_go_idle(retriever, processes):
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="idle", model=MODEL), timeout=T
+    )
+    await retriever.Upsert(
+        retriever_pb2.UpsertRequest(
+            collection="idle", model=MODEL, documents=[document("a.md", ["a few rows"])]
+        ),
+        timeout=T,
+    )
+    # Far below RAGPLANE_MILVUS_FLUSH_ROWS: flushed by the idle flush (2 s), not the count.
+    assert not flushed_files(processes, "idle")
+    await wait_for_flush(processes, "idle")
+    hits = await keyword(retriever, "rows", collection="idle")
+    assert [h.chunk.doc_id for h in hits] == ["a.md"]
+
+
+async def test_what_milvus_lite_replays_at_start_is_flushed_on_connect(processes):
+    client = MilvusClient(uri=processes.milvus_uri, timeout=T)
+    try:
+        client.create_collection("replayed", dimension=4, timeout=T)
+        client.insert("replayed", [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}], timeout=T)
+    finally:
+        client.close()
+    assert not flushed_files(processes, "replayed")
+    processes.stop_retriever()
+    await processes.start_retriever()
+    await wait_for_flush(processes, "replayed", within_s=1)

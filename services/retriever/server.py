@@ -68,8 +68,10 @@ class RetrieverSettings:
     fusion: Fusion
     # How long a search may trust the collection's model as last read (0: every time).
     model_cache_s: float
-    # Rows written to a collection between flushes (0: never flush).
+    # Milvus Lite only: rows written to a collection between flushes (0: never flush),
+    # and how long its writes stay idle before the rest is flushed (0: not then).
     flush_rows: int
+    flush_idle_s: float = 2.0
     # Whether keyword and hybrid searches rank chunks naming the query's identifiers
     # first, for requests that do not choose.
     identifier_boost: bool = True
@@ -90,6 +92,7 @@ class RetrieverSettings:
             reranker=RerankerSettings.from_env(),
             model_cache_s=env_float("RAGPLANE_RETRIEVER_MODEL_CACHE_SECONDS", 5.0, minimum=0.0),
             flush_rows=env_int("RAGPLANE_MILVUS_FLUSH_ROWS", 2000, minimum=0),
+            flush_idle_s=env_float("RAGPLANE_MILVUS_FLUSH_IDLE_SECONDS", 2.0, minimum=0.0),
             identifier_boost=env_bool("RAGPLANE_RETRIEVER_IDENTIFIER_BOOST", True),
             fusion=Fusion(
                 env_choice("RAGPLANE_FUSION", "rrf", ("rrf", "weighted")),
@@ -686,6 +689,7 @@ async def run(settings: RetrieverSettings) -> None:
         settings.milvus_token,
         settings.milvus_timeout_s,
         flush_rows=settings.flush_rows,
+        flush_idle_s=settings.flush_idle_s,
     )
     await store.start()
     servicer = RetrieverServicer(
