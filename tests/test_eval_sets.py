@@ -28,6 +28,8 @@ KEYS = {"id", "question", "relevant_doc_ids", "answer_phrase", "answerable", "ki
 KINDS = {"identifier", "paraphrase", "factual", "unanswerable"}
 POSTGRES_MIN_KINDS = {"identifier": 60, "paraphrase": 60, "factual": 55, "unanswerable": 28}
 POSTGRES_MIN_TOTAL = 200
+HANDBOOK_MIN_KINDS = {"identifier": 30, "paraphrase": 30, "factual": 35, "unanswerable": 18}
+HANDBOOK_MIN_TOTAL = 115
 MAX_PHRASE_WORDS = 5
 
 
@@ -195,6 +197,19 @@ def handbook_rows() -> list[dict]:
 
 def test_handbook_questions_schema(handbook_rows):
     check_schema(handbook_rows, r"q\d{2,}")
+
+
+def test_handbook_questions_kind_counts(handbook_rows):
+    kinds = Counter(row["kind"] for row in handbook_rows)
+    assert len(handbook_rows) >= HANDBOOK_MIN_TOTAL, f"only {len(handbook_rows)} questions"
+    short = {k: (kinds[k], n) for k, n in HANDBOOK_MIN_KINDS.items() if kinds[k] < n}
+    assert not short, f"too few questions of these kinds (have, need): {short}"
+
+
+def test_handbook_questions_cover_every_document(handbook_rows):
+    documents = {str(p.relative_to(HANDBOOK)) for p in HANDBOOK.rglob("*") if p.is_file()}
+    named = {doc for row in handbook_rows for doc in row["relevant_doc_ids"]}
+    assert documents - named == set(), "documents no question is about"
 
 
 def test_handbook_answer_phrases_occur_in_every_relevant_document(handbook_rows):
