@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from ragplane import telemetry
-from ragplane.server import channel_options
+from ragplane.server import client_channel_options
 from ragplane.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 
 
@@ -34,7 +34,7 @@ class Backends:
     """Stubs for the embedder, retriever and generator, over long-lived channels."""
 
     def __init__(self, embedder: str, retriever: str, generator: str) -> None:
-        options = channel_options()
+        options = client_channel_options()
         self._channels = [
             grpc.aio.insecure_channel(
                 target, options=options, interceptors=telemetry.client_interceptors(name)

@@ -4,6 +4,7 @@ graceful SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -138,6 +139,35 @@ def channel_options() -> list[tuple[str, Any]]:
     ]
 
 
+# Calls are spread over every address the target resolves to (a headless Kubernetes
+# Service resolves to its ready pods), not sent down one connection to one of them.
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
+def client_channel_options() -> list[tuple[str, Any]]:
+    """Options of a service's channels to the services behind it: round-robin over the
+    target's addresses. gRPC resolves the name again when a server ends a connection,
+    which servers do every RAGPLANE_GRPC_MAX_CONNECTION_AGE_SECONDS, so new replicas
+    get calls too."""
+    return [*channel_options(), ("grpc.service_config", ROUND_ROBIN)]
+
+
+def server_options() -> list[tuple[str, Any]]:
+    """channel_options, and with RAGPLANE_GRPC_MAX_CONNECTION_AGE_SECONDS (0: never) the
+    age at which a client connection is closed (GOAWAY), letting calls in flight finish
+    within RAGPLANE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS: clients then connect again
+    and see replicas added since."""
+    options = channel_options()
+    age = env_float("RAGPLANE_GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0, minimum=0.0)
+    if age > 0:
+        grace = env_float("RAGPLANE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 300.0, minimum=0.0)
+        options += [
+            ("grpc.max_connection_age_ms", int(age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
+        ]
+    return options
+
+
 async def serve(
     name: str,
     address: str,
@@ -149,7 +179,7 @@ async def serve(
     `register` adds the servicers and returns their full service names.
     """
     grace = env_float("RAGPLANE_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0)
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=channel_options())
+    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=server_options())
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
