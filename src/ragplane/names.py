@@ -15,19 +15,26 @@ import re
 _WORD = re.compile(r"(?:--)?[A-Za-z0-9](?:[\w.\-]*[A-Za-z0-9])?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+# Calendar words are capitalised but name no thing: documents write dates as 2026-02-11.
+_CALENDAR = frozenset(
+    "january february march april may june july august september october november december"
+    " monday tuesday wednesday thursday friday saturday sunday".split()
+)
 
 
 def named_terms(question: str) -> list[str]:
     """The question's names: identifiers (see identifier_terms), words with an inner
     capital (PostgreSQL, MongoDB), and capitalised words that do not start a sentence.
     Bare numbers are not names: documents write them in other forms (5,432; tables
-    split from their labels)."""
+    split from their labels); nor are month and weekday names."""
     terms = []
     for sentence in _SENTENCE_END.split(question):
         for i, word in enumerate(_WORD.findall(sentence)):
             name = word.removeprefix("--")
             inner_capital = any(c.isupper() for c in name[1:])
-            proper = i > 0 and name[0].isupper() and len(name) > 1
+            proper = (
+                i > 0 and name[0].isupper() and len(name) > 1 and name.lower() not in _CALENDAR
+            )
             if _is_identifier(word) or inner_capital or proper:
                 terms.append(name)
     return list(dict.fromkeys(t for t in terms if not t.isdigit()))
