@@ -32,9 +32,7 @@ def test_common_words_bare_numbers_and_the_first_word_are_not_names():
 
 def test_month_and_weekday_names_are_not_names():
     # Documents write dates as 2026-02-11: "February" named nothing a search could find.
-    assert named_terms("What caused error LEDG-5012 during the February outage?") == [
-        "LEDG-5012"
-    ]
+    assert named_terms("What caused error LEDG-5012 during the February outage?") == ["LEDG-5012"]
     assert named_terms("Why is the Friday deploy freeze at 15:00 in Europe?") == ["Europe"]
 
 

@@ -32,9 +32,7 @@ def named_terms(question: str) -> list[str]:
         for i, word in enumerate(_WORD.findall(sentence)):
             name = word.removeprefix("--")
             inner_capital = any(c.isupper() for c in name[1:])
-            proper = (
-                i > 0 and name[0].isupper() and len(name) > 1 and name.lower() not in _CALENDAR
-            )
+            proper = i > 0 and name[0].isupper() and len(name) > 1 and name.lower() not in _CALENDAR
             if _is_identifier(word) or inner_capital or proper:
                 terms.append(name)
     return list(dict.fromkeys(t for t in terms if not t.isdigit()))
