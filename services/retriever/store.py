@@ -510,7 +510,8 @@ class MilvusStore:
         self._unflushed[collection] = self._unflushed.get(collection, 0) + changed
         if self._unflushed[collection] >= self._flush_rows:
             await self._flush(collection)
-        elif self._flush_idle_s > 0:
+        # What is left (everything, if that flush failed) goes once writes are idle.
+        if self._unflushed.get(collection) and self._flush_idle_s > 0:
             self._idle_flushes[collection] = asyncio.create_task(
                 self._flush_when_idle(collection), name=f"idle flush of {collection}"
             )
