@@ -153,11 +153,15 @@ def test_postgres_questions_schema(postgres_rows):
             assert re.fullmatch(r"[\w.-]+\.html", doc), f"{row['id']}: {doc!r} is not a page name"
 
 
-def test_postgres_questions_kind_counts(postgres_rows):
-    kinds = Counter(row["kind"] for row in postgres_rows)
-    assert len(postgres_rows) >= POSTGRES_MIN_TOTAL, f"only {len(postgres_rows)} questions"
-    short = {k: (kinds[k], n) for k, n in POSTGRES_MIN_KINDS.items() if kinds[k] < n}
+def check_counts(rows: list[dict], total: int, minimums: dict[str, int]) -> None:
+    kinds = Counter(row["kind"] for row in rows)
+    assert len(rows) >= total, f"only {len(rows)} questions"
+    short = {k: (kinds[k], n) for k, n in minimums.items() if kinds[k] < n}
     assert not short, f"too few questions of these kinds (have, need): {short}"
+
+
+def test_postgres_questions_kind_counts(postgres_rows):
+    check_counts(postgres_rows, POSTGRES_MIN_TOTAL, POSTGRES_MIN_KINDS)
 
 
 def test_postgres_questions_spread_over_the_docs(postgres_rows):
@@ -200,10 +204,7 @@ def test_handbook_questions_schema(handbook_rows):
 
 
 def test_handbook_questions_kind_counts(handbook_rows):
-    kinds = Counter(row["kind"] for row in handbook_rows)
-    assert len(handbook_rows) >= HANDBOOK_MIN_TOTAL, f"only {len(handbook_rows)} questions"
-    short = {k: (kinds[k], n) for k, n in HANDBOOK_MIN_KINDS.items() if kinds[k] < n}
-    assert not short, f"too few questions of these kinds (have, need): {short}"
+    check_counts(handbook_rows, HANDBOOK_MIN_TOTAL, HANDBOOK_MIN_KINDS)
 
 
 def test_handbook_questions_cover_every_document(handbook_rows):
