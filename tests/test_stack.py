@@ -112,6 +112,27 @@ async def test_question_naming_what_no_document_mentions_is_not_answered(gateway
     assert "don't know" in answer
 
 
+async def test_a_name_the_context_misses_but_the_corpus_knows_is_answered(
+    gateway, channels, handbook
+):
+    from ragplane import evaluation
+    from ragplane.gateway.grounding import missing_terms
+
+    question = (
+        "How long are messages kept in a dead-letter queue, and who on team Foundry can purge them?"
+    )
+    # The prompt's chunks (the queue-replay runbook) never say "Foundry"; other documents
+    # do (the CI pipeline's owner), so the gateway's keyword lookup of the collection
+    # keeps the question: the names check alone would have turned it away.
+    hits, _, _ = await evaluation.Evaluator(channels, HANDBOOK).rank(
+        question, evaluation.MODES["hybrid"]
+    )
+    assert missing_terms(question, hits[:3]) == ["Foundry"]
+    answer, citations, finished = await ask(gateway, question)
+    assert not finished.abstained, answer
+    assert "runbooks/queue-replay.md" in {c.doc_id for c in citations}
+
+
 async def test_ask_unary_returns_the_whole_answer(gateway, handbook):
     q = next(q for q in QUESTIONS if q["id"] == DEMO_QUESTION_ID)
     reply = await gateway.AskUnary(
