@@ -68,6 +68,15 @@ def render(r: dict[str, Any]) -> str:
                 + " | < 1 ms "
                 f"| {'yes' if added < 1 else 'no'} |" + at(ret)
             )
+    fl = r.get("flush")
+    if fl:
+        lines.append(
+            f"| Milvus Lite dense search (ms), {fl['rows']} rows, flushed vs not "
+            f"| unflushed: {_spread(fl['baseline'], '{:.1f}', 'queries')} "
+            f"| flushed, as the retriever leaves them: {_spread(fl['ours'], '{:.1f}', 'queries')} "
+            f"| {_spread(fl['ratio'], '{:.3f}', 'queries')} | < 1 "
+            f"| {'yes' if fl['ratio']['median'] < 1 else 'no'} |" + at(fl)
+        )
     g = r.get("generator")
     if g and "1_streams" in g:
         for count in ("1", "16"):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import embedder, gateway, generator, indexing, retriever
+from bench import embedder, flush, gateway, generator, indexing, retriever
 from bench.harness import ROOT, Bench, commit, free_port
 from ragplane import stack
 from ragplane.cli import ingest
@@ -23,6 +23,7 @@ from ragplane.v1 import gateway_pb2_grpc
 BENCHMARKS = {
     "embedder": embedder.run,
     "retriever": retriever.run,
+    "flush": flush.run,
     "gateway": gateway.run,
     "indexing": indexing.run,
     "generator": generator.run,
