@@ -24,10 +24,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 install: $(VENV)/.installed
 
 proto: install
-	$(BIN)/python -m ragplane.protogen
+	$(BIN)/python -m tools.protogen
 
 demo: install
-	$(BIN)/python -m ragplane.demo
+	$(BIN)/python -m ragplane.ops.demo
 
 test: install
 	$(BIN)/python -m pytest -ra

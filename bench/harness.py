@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from ragplane import stack
+from ragplane.ops import stack
 from ragplane.server import channel_options
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from typing import Any
 
 from bench import embedder, flush, gateway, generator, indexing, retriever
 from bench.harness import ROOT, Bench, commit, free_port
-from ragplane import stack
-from ragplane.cli import ingest
+from ragplane.ops import stack
+from ragplane.ops.cli import ingest
 from ragplane.v1 import gateway_pb2_grpc
 
 BENCHMARKS = {

@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from ragplane import stack
+from ragplane.ops import stack
+from tests.support import ROOT, free_ports, shared_model_cache
 from ragplane.server import channel_options
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports: all sockets stay open until every port is picked."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def shared_model_cache() -> Path:
-    """Converted models survive across test runs here (RAGPLANE_TEST_STATE_DIR)."""
-    path = Path(os.environ.get("RAGPLANE_TEST_STATE_DIR", ROOT / ".ragplane" / "test-state"))
-    (path / "models").mkdir(parents=True, exist_ok=True)
-    return path
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ starts real services: marked, so that
+    `pytest -m "not integration"` runs the unit and deploy tests alone."""
+    for item in items:
+        if "integration" in item.path.relative_to(ROOT / "tests").parts[:1]:
+            item.add_marker(pytest.mark.integration)
 
 
 class SpanSink(trace_service_pb2_grpc.TraceServiceServicer):

@@ -91,7 +91,7 @@ class LoadedModel:
         # the batch the model is encoding at the same time.
         self._counting_tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self.max_sequence_length = int(self.model.max_seq_length)
-        self.identity = common_pb2.EmbeddingModel(
+        self.identity = common_pb2.ModelIdentity(
             id=settings.pin.model_id,
             revision=settings.pin.revision,
             weights_sha256=settings.pin.weights_sha256,

@@ -53,7 +53,7 @@ async def unknown_terms(terms: Sequence[str], search: KeywordSearch) -> list[str
 
 def lookup_request(
     collection: str,
-    model: common_pb2.EmbeddingModel,
+    model: common_pb2.ModelIdentity,
     text: str,
     filter: common_pb2.MetadataFilter | None = None,
     extra_collections: Sequence[str] = (),

@@ -137,7 +137,7 @@ class IndexingPipeline:
     async def _write(
         self,
         collection: str,
-        model: common_pb2.EmbeddingModel,
+        model: common_pb2.ModelIdentity,
         prepared: list[_Prepared],
         context,
     ) -> list[gateway_pb2.DocumentResult]:
@@ -197,7 +197,7 @@ def _validate(documents: list[gateway_pb2.Document]) -> None:
             )
 
 
-def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.EmbeddingModel) -> str:
+def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.ModelIdentity) -> str:
     """Same hash, same chunks: content plus everything else that shapes them."""
     parts = [
         document_hash(doc.content),

@@ -143,9 +143,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         """The served model, its context length and the generations in flight."""
         info = self._backend.info
         return generator_pb2.GeneratorServiceInfoResponse(
-            model_id=info.model_id,
-            revision=info.revision,
-            weights_sha256=info.weights_sha256,
+            model=common_pb2.ModelIdentity(
+                id=info.model_id, revision=info.revision, weights_sha256=info.weights_sha256
+            ),
             max_model_len=info.max_model_len,
             backend=self._backend.name,
             running_requests=self.running,

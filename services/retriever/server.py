@@ -370,7 +370,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return hits
 
     async def _bound_model(
-        self, name: str, given: common_pb2.EmbeddingModel, verb: str, max_age_s: float = 0.0
+        self, name: str, given: common_pb2.ModelIdentity, verb: str, max_age_s: float = 0.0
     ) -> ModelRecord:
         """The collection's model, refusing vectors that come from another one."""
         model = _model_record(given, "model")
@@ -401,14 +401,14 @@ def _collection_name(name: str) -> str:
     return name
 
 
-def _model_record(model: common_pb2.EmbeddingModel, field: str) -> ModelRecord:
+def _model_record(model: common_pb2.ModelIdentity, field: str) -> ModelRecord:
     if not model.id or not model.dimension:
         raise InvalidArgument(f"{field}.id and {field}.dimension are required")
     return ModelRecord(model.id, model.revision, model.weights_sha256, model.dimension)
 
 
-def _model_message(model: ModelRecord) -> common_pb2.EmbeddingModel:
-    return common_pb2.EmbeddingModel(
+def _model_message(model: ModelRecord) -> common_pb2.ModelIdentity:
+    return common_pb2.ModelIdentity(
         id=model.id,
         revision=model.revision,
         weights_sha256=model.weights_sha256,

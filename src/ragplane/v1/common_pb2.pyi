@@ -54,7 +54,7 @@ FINISH_REASON_UNSPECIFIED: FinishReason
 FINISH_REASON_STOP: FinishReason
 FINISH_REASON_LENGTH: FinishReason
 
-class EmbeddingModel(_message.Message):
+class ModelIdentity(_message.Message):
     __slots__ = ("id", "revision", "weights_sha256", "dimension")
     ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]

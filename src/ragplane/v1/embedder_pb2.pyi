@@ -17,11 +17,11 @@ class EmbedderServiceInfoResponse(_message.Message):
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
-    model: _common_pb2.EmbeddingModel
+    model: _common_pb2.ModelIdentity
     max_sequence_length: int
     device: str
     max_batch_size: int
-    def __init__(self, model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., max_sequence_length: _Optional[int] = ..., device: _Optional[str] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., max_sequence_length: _Optional[int] = ..., device: _Optional[str] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("texts",)
@@ -41,9 +41,9 @@ class EmbedResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
-    model: _common_pb2.EmbeddingModel
+    model: _common_pb2.ModelIdentity
     timing: _common_pb2.Timing
-    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ...) -> None: ...
+    def __init__(self, embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ...) -> None: ...
 
 class TokenizeRequest(_message.Message):
     __slots__ = ("texts",)

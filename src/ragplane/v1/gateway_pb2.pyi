@@ -14,10 +14,21 @@ class IngestStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_STATUS_WRITTEN: _ClassVar[IngestStatus]
     INGEST_STATUS_UNCHANGED: _ClassVar[IngestStatus]
     INGEST_STATUS_FAILED: _ClassVar[IngestStatus]
+
+class AbstainReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ABSTAIN_REASON_UNSPECIFIED: _ClassVar[AbstainReason]
+    ABSTAIN_REASON_NO_HITS: _ClassVar[AbstainReason]
+    ABSTAIN_REASON_LOW_RELEVANCE: _ClassVar[AbstainReason]
+    ABSTAIN_REASON_UNKNOWN_NAMES: _ClassVar[AbstainReason]
 INGEST_STATUS_UNSPECIFIED: IngestStatus
 INGEST_STATUS_WRITTEN: IngestStatus
 INGEST_STATUS_UNCHANGED: IngestStatus
 INGEST_STATUS_FAILED: IngestStatus
+ABSTAIN_REASON_UNSPECIFIED: AbstainReason
+ABSTAIN_REASON_NO_HITS: AbstainReason
+ABSTAIN_REASON_LOW_RELEVANCE: AbstainReason
+ABSTAIN_REASON_UNKNOWN_NAMES: AbstainReason
 
 class Document(_message.Message):
     __slots__ = ("doc_id", "source", "title", "media_type", "content", "tags")
@@ -146,16 +157,20 @@ class StageTimings(_message.Message):
     def __init__(self, embed_ms: _Optional[float] = ..., retrieve_ms: _Optional[float] = ..., prompt_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., generate_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ...) -> None: ...
 
 class AskFinished(_message.Message):
-    __slots__ = ("finish_reason", "usage", "timings", "abstained")
+    __slots__ = ("finish_reason", "usage", "timings", "abstained", "abstain_reason", "unknown_names")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     ABSTAINED_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_REASON_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_NAMES_FIELD_NUMBER: _ClassVar[int]
     finish_reason: _common_pb2.FinishReason
     usage: _common_pb2.Usage
     timings: StageTimings
     abstained: bool
-    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., abstained: _Optional[bool] = ...) -> None: ...
+    abstain_reason: AbstainReason
+    unknown_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., abstained: _Optional[bool] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("citations", "delta", "finished")
@@ -182,3 +197,51 @@ class AskUnaryResponse(_message.Message):
     citations: _containers.RepeatedCompositeFieldContainer[Citation]
     finished: AskFinished
     def __init__(self, answer: _Optional[str] = ..., citations: _Optional[_Iterable[_Union[Citation, _Mapping]]] = ..., finished: _Optional[_Union[AskFinished, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceSearchRequest(_message.Message):
+    __slots__ = ("collection", "query", "top_k", "mode", "filter", "fusion", "rerank", "extra_collections", "identifier_boost", "context_top_k")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    FUSION_FIELD_NUMBER: _ClassVar[int]
+    RERANK_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    IDENTIFIER_BOOST_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOP_K_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    query: str
+    top_k: int
+    mode: _common_pb2.SearchMode
+    filter: _common_pb2.MetadataFilter
+    fusion: _common_pb2.Fusion
+    rerank: _common_pb2.Rerank
+    extra_collections: _containers.RepeatedScalarFieldContainer[str]
+    identifier_boost: _common_pb2.IdentifierBoost
+    context_top_k: int
+    def __init__(self, collection: _Optional[str] = ..., query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ..., context_top_k: _Optional[int] = ...) -> None: ...
+
+class SearchTimings(_message.Message):
+    __slots__ = ("embed_ms", "retrieve_ms", "rerank_ms", "total_ms")
+    EMBED_MS_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVE_MS_FIELD_NUMBER: _ClassVar[int]
+    RERANK_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    embed_ms: float
+    retrieve_ms: float
+    rerank_ms: float
+    total_ms: float
+    def __init__(self, embed_ms: _Optional[float] = ..., retrieve_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
+class GatewayServiceSearchResponse(_message.Message):
+    __slots__ = ("hits", "abstain_reason", "unknown_names", "timings")
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    ABSTAIN_REASON_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredChunk]
+    abstain_reason: AbstainReason
+    unknown_names: _containers.RepeatedScalarFieldContainer[str]
+    timings: SearchTimings
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ..., timings: _Optional[_Union[SearchTimings, _Mapping]] = ...) -> None: ...

@@ -55,6 +55,11 @@ class GatewayServiceStub:
                 request_serializer=ragplane_dot_v1_dot_gateway__pb2.AskUnaryRequest.SerializeToString,
                 response_deserializer=ragplane_dot_v1_dot_gateway__pb2.AskUnaryResponse.FromString,
                 _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/ragplane.v1.GatewayService/Search',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -89,6 +94,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """Retrieval only: the ranked chunks an Ask would draw on, with their text, relevance and
+        citation metadata, and whether an Ask would abstain on them and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +124,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.AskUnary,
                     request_deserializer=ragplane_dot_v1_dot_gateway__pb2.AskUnaryRequest.FromString,
                     response_serializer=ragplane_dot_v1_dot_gateway__pb2.AskUnaryResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +240,33 @@ class GatewayService:
             '/ragplane.v1.GatewayService/AskUnary',
             ragplane_dot_v1_dot_gateway__pb2.AskUnaryRequest.SerializeToString,
             ragplane_dot_v1_dot_gateway__pb2.AskUnaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/Search',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

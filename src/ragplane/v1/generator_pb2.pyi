@@ -12,20 +12,16 @@ class GeneratorServiceInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GeneratorServiceInfoResponse(_message.Message):
-    __slots__ = ("model_id", "revision", "weights_sha256", "max_model_len", "backend", "running_requests")
-    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
-    REVISION_FIELD_NUMBER: _ClassVar[int]
-    WEIGHTS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("model", "max_model_len", "backend", "running_requests")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
-    model_id: str
-    revision: str
-    weights_sha256: str
+    model: _common_pb2.ModelIdentity
     max_model_len: int
     backend: str
     running_requests: int
-    def __init__(self, model_id: _Optional[str] = ..., revision: _Optional[str] = ..., weights_sha256: _Optional[str] = ..., max_model_len: _Optional[int] = ..., backend: _Optional[str] = ..., running_requests: _Optional[int] = ...) -> None: ...
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., max_model_len: _Optional[int] = ..., backend: _Optional[str] = ..., running_requests: _Optional[int] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -35,23 +31,33 @@ class ChatMessage(_message.Message):
     content: str
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
+class Prompt(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
 class CountPromptTokensRequest(_message.Message):
-    __slots__ = ("texts", "messages")
+    __slots__ = ("texts", "messages", "prompts")
     TEXTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
     texts: _containers.RepeatedScalarFieldContainer[str]
     messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
-    def __init__(self, texts: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+    prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ...) -> None: ...
 
 class CountPromptTokensResponse(_message.Message):
-    __slots__ = ("token_counts", "messages_tokens", "max_model_len")
+    __slots__ = ("token_counts", "messages_tokens", "max_model_len", "prompt_tokens")
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     token_counts: _containers.RepeatedScalarFieldContainer[int]
     messages_tokens: int
     max_model_len: int
-    def __init__(self, token_counts: _Optional[_Iterable[int]] = ..., messages_tokens: _Optional[int] = ..., max_model_len: _Optional[int] = ...) -> None: ...
+    prompt_tokens: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, token_counts: _Optional[_Iterable[int]] = ..., messages_tokens: _Optional[int] = ..., max_model_len: _Optional[int] = ..., prompt_tokens: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("messages", "max_tokens", "temperature", "top_p", "stop")

@@ -13,9 +13,9 @@ class Collection(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     name: str
-    model: _common_pb2.EmbeddingModel
+    model: _common_pb2.ModelIdentity
     chunk_count: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
     __slots__ = ("name", "model", "exist_ok")
@@ -23,9 +23,9 @@ class CreateCollectionRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
     name: str
-    model: _common_pb2.EmbeddingModel
+    model: _common_pb2.ModelIdentity
     exist_ok: bool
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection", "created")
@@ -107,9 +107,9 @@ class UpsertRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    model: _common_pb2.EmbeddingModel
+    model: _common_pb2.ModelIdentity
     documents: _containers.RepeatedCompositeFieldContainer[DocumentChunks]
-    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[DocumentChunks, _Mapping]]] = ...) -> None: ...
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[DocumentChunks, _Mapping]]] = ...) -> None: ...
 
 class DocumentUpsertResult(_message.Message):
     __slots__ = ("doc_id", "chunks_written", "chunks_deleted")
@@ -142,7 +142,7 @@ class DeleteDocumentResponse(_message.Message):
     def __init__(self, chunks_deleted: _Optional[int] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("collection", "model", "query_vector", "query_text", "mode", "filter", "top_k", "fusion", "rerank", "extra_collections", "identifier_boost")
+    __slots__ = ("collection", "model", "query_vector", "query_text", "mode", "filter", "top_k", "fusion", "rerank", "extra_collections", "identifier_boost", "name_check")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     QUERY_VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -154,8 +154,9 @@ class SearchRequest(_message.Message):
     RERANK_FIELD_NUMBER: _ClassVar[int]
     EXTRA_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     IDENTIFIER_BOOST_FIELD_NUMBER: _ClassVar[int]
+    NAME_CHECK_FIELD_NUMBER: _ClassVar[int]
     collection: str
-    model: _common_pb2.EmbeddingModel
+    model: _common_pb2.ModelIdentity
     query_vector: _containers.RepeatedScalarFieldContainer[float]
     query_text: str
     mode: _common_pb2.SearchMode
@@ -165,16 +166,27 @@ class SearchRequest(_message.Message):
     rerank: _common_pb2.Rerank
     extra_collections: _containers.RepeatedScalarFieldContainer[str]
     identifier_boost: _common_pb2.IdentifierBoost
-    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.EmbeddingModel, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., top_k: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ...) -> None: ...
+    name_check: NameCheck
+    def __init__(self, collection: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., query_vector: _Optional[_Iterable[float]] = ..., query_text: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., top_k: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ..., name_check: _Optional[_Union[NameCheck, _Mapping]] = ...) -> None: ...
+
+class NameCheck(_message.Message):
+    __slots__ = ("terms", "context_hits")
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_HITS_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    context_hits: int
+    def __init__(self, terms: _Optional[_Iterable[str]] = ..., context_hits: _Optional[int] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("hits", "timing", "rerank_ms", "reranker")
+    __slots__ = ("hits", "timing", "rerank_ms", "reranker", "unknown_terms")
     HITS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
     RERANK_MS_FIELD_NUMBER: _ClassVar[int]
     RERANKER_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_TERMS_FIELD_NUMBER: _ClassVar[int]
     hits: _containers.RepeatedCompositeFieldContainer[_common_pb2.ScoredChunk]
     timing: _common_pb2.Timing
     rerank_ms: float
     reranker: str
-    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ..., rerank_ms: _Optional[float] = ..., reranker: _Optional[str] = ...) -> None: ...
+    unknown_terms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ..., rerank_ms: _Optional[float] = ..., reranker: _Optional[str] = ..., unknown_terms: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Retrieval and answer quality of a running stack, through the public API."""

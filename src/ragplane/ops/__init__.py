@@ -1,0 +1,1 @@
+"""Operator tools: the CLI, the local stack launcher and the demo."""

@@ -1,0 +1,231 @@
+"""The one-machine stack: Milvus Lite plus the four services as local processes.
+
+`ragplane up` starts them detached (pid files and logs under the state dir), waits
+until each reports SERVING, and `ragplane down` stops them with SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ragplane.config import DEFAULT_PORTS
+from ragplane.ops.milvus_lite import milvus_lite_command
+from ragplane.telemetry import METRICS_PORTS
+
+SERVICES = ("embedder", "retriever", "generator", "gateway")
+# Generous: the first start converts the generator's model, and vLLM warms up.
+START_TIMEOUT_S = {"milvus": 60, "embedder": 180, "retriever": 900, "generator": 900, "gateway": 60}
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    """Where each part of the stack listens and keeps its files."""
+
+    state_dir: Path
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    metrics_ports: dict[str, int] = field(default_factory=lambda: dict(METRICS_PORTS))
+    milvus_data_dir: Path | None = None
+    host: str = "127.0.0.1"
+
+    def address(self, name: str) -> str:
+        return f"{self.host}:{self.ports[name]}"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def milvus_dir(self) -> Path:
+        return self.milvus_data_dir or self.state_dir / "milvus"
+
+    def service_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "RAGPLANE_STATE_DIR": str(self.state_dir),
+                "RAGPLANE_MILVUS_URI": f"http://{self.address('milvus')}",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        for name in SERVICES:
+            env[f"RAGPLANE_{name.upper()}_ADDR"] = self.address(name)
+            env[f"RAGPLANE_{name.upper()}_METRICS_ADDR"] = f"{self.host}:{self.metrics_ports[name]}"
+            if name != "gateway":
+                env[f"RAGPLANE_GATEWAY_{name.upper()}_TARGET"] = self.address(name)
+        env.update(extra or {})
+        return env
+
+
+def command(layout: StackLayout, name: str) -> list[str]:
+    if name == "milvus":
+        return milvus_lite_command(layout.milvus_dir(), layout.ports["milvus"], layout.host)
+    return [sys.executable, "-m", f"ragplane.{name}.server"]
+
+
+def running_pid(layout: StackLayout, name: str) -> int | None:
+    """The pid of a stack process that is still alive, else None."""
+    try:
+        pid = int(layout.pid_file(name).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if psutil.pid_exists(pid) and _is_ours(pid) else None
+
+
+def _is_ours(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def launch(layout: StackLayout, name: str, env: dict[str, str]) -> int:
+    """Starts one process detached from the caller's session; returns its pid."""
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    layout.log_dir.mkdir(parents=True, exist_ok=True)
+    with layout.log_file(name).open("ab") as log:
+        proc = subprocess.Popen(
+            command(layout, name),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    layout.pid_file(name).write_text(str(proc.pid))
+    return proc.pid
+
+
+async def health_status(address: str, wait_s: float = 2.0) -> str:
+    """SERVING, NOT_SERVING, or UNREACHABLE."""
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=wait_s)
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except grpc.aio.AioRpcError:
+        return "UNREACHABLE"
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class StartError(RuntimeError):
+    """A stack process died or did not become ready; the message has its log tail."""
+
+
+async def wait_ready(layout: StackLayout, name: str, pid: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S[name]
+    while time.monotonic() < deadline:
+        if not _is_ours(pid):
+            raise StartError(f"{name} exited during start-up:\n{log_tail(layout, name)}")
+        if name == "milvus":
+            if port_open(layout.host, layout.ports["milvus"]):
+                return
+        elif await health_status(layout.address(name)) == "SERVING":
+            return
+        await asyncio.sleep(0.5)
+    raise StartError(f"{name} not ready after {START_TIMEOUT_S[name]} s:\n{log_tail(layout, name)}")
+
+
+def log_tail(layout: StackLayout, name: str, lines: int = 30) -> str:
+    try:
+        text = layout.log_file(name).read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+async def up(layout: StackLayout, env_extra: dict[str, str] | None = None, report=print) -> None:
+    """Starts whatever is not running yet and waits until everything is ready."""
+    env = layout.service_env(env_extra)
+    try:
+        for group in (("milvus",), SERVICES):
+            pids = {}
+            for name in group:
+                pid = running_pid(layout, name)
+                if pid is None:
+                    pid = launch(layout, name, env)
+                    report(f"started {name} (pid {pid}), log {layout.log_file(name)}")
+                pids[name] = pid
+            await asyncio.gather(*(wait_ready(layout, n, p) for n, p in pids.items()))
+    except BaseException:
+        down(layout, report=lambda _: None)
+        raise
+    report("stack ready: gateway on " + layout.address("gateway"))
+
+
+def down(layout: StackLayout, timeout: float = 30.0, report=print) -> None:
+    """Stops the services (gateway first), then Milvus: SIGTERM, then SIGKILL after timeout."""
+    for name in ("gateway", "generator", "retriever", "embedder", "milvus"):
+        pid = running_pid(layout, name)
+        if pid is not None:
+            stop_process_tree(pid, timeout)
+            report(f"stopped {name} (pid {pid})")
+        layout.pid_file(name).unlink(missing_ok=True)
+
+
+def stop_process_tree(pid: int, timeout: float) -> None:
+    try:
+        root = psutil.Process(pid)
+        children = root.children(recursive=True)
+        root.send_signal(signal.SIGTERM)
+    except psutil.NoSuchProcess:
+        return
+    _, alive = psutil.wait_procs([root], timeout=timeout)
+    # Whatever the service left behind (e.g. vLLM's engine core) goes too.
+    procs = [p for p in [*alive, *children] if p.is_running()]
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=5)
+
+
+def peak_rss_bytes(layout: StackLayout) -> dict[str, int]:
+    """Peak resident memory (VmHWM) of each stack process and its children."""
+    peaks: dict[str, int] = {}
+    for name in ("milvus", *SERVICES):
+        pid = running_pid(layout, name)
+        if pid is None:
+            continue
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        peaks[name] = sum(_vm_hwm(p.pid) for p in procs)
+    return peaks
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0

@@ -1,0 +1,1 @@
+"""Repository-only generators: protobuf code and Grafana dashboards."""
