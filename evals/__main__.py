@@ -66,9 +66,7 @@ async def evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m evals", description=__doc__)
-    p.add_argument(
-        "questions", type=Path, nargs="?", help="JSON lines, see samples/README.md"
-    )
+    p.add_argument("questions", type=Path, nargs="?", help="JSON lines, see samples/README.md")
     p.add_argument(
         "--corpus",
         choices=("handbook", "postgres"),

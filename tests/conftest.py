@@ -10,8 +10,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ragplane.ops import stack
-from tests.support import ROOT, free_ports, shared_model_cache
 from ragplane.server import channel_options
+from tests.support import ROOT, free_ports, shared_model_cache
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/integration/ starts real services: marked, so that

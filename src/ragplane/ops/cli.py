@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 
-from ragplane.ops import stack
 from ragplane.config import DEFAULT_PORTS, env_int, state_dir
+from ragplane.ops import stack
 from ragplane.server import channel_options
 from ragplane.v1 import (
     embedder_pb2,

@@ -32,10 +32,9 @@ from ragplane.generator.model import (
     verify,
 )
 from ragplane.generator.server import GeneratorSettings
-from ragplane.server import channel_options
 from ragplane.ops.stack import health_status, stop_process_tree
+from ragplane.server import channel_options
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
-
 
 ROOT = Path(__file__).resolve().parents[3]
 START_S = 600  # vLLM takes 25-60 s on 2 idle cores, minutes when others share them
@@ -241,7 +240,11 @@ async def running_in_model_server(metrics_url: str) -> float:
 async def test_info_names_the_model_and_its_context(stacks, state):
     folder = await asyncio.to_thread(ensure_hf_model, state)
     local = await info(stacks["vllm-inprocess"].stub)
-    assert (local.model.id, local.model.revision, local.backend) == (MODEL_ID, REVISION, "vllm-inprocess")
+    assert (local.model.id, local.model.revision, local.backend) == (
+        MODEL_ID,
+        REVISION,
+        "vllm-inprocess",
+    )
     assert local.model.weights_sha256 == folder.weights_sha256
     assert local.max_model_len == CONTEXT
     assert local.running_requests == 0

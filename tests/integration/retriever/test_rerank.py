@@ -26,7 +26,6 @@ from ragplane.retriever.rerank import (
     resolve,
 )
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
-from tests.support import shared_model_cache
 from tests.integration.retriever.test_retriever import (
     CORPUS,
     MODEL,
@@ -37,7 +36,7 @@ from tests.integration.retriever.test_retriever import (
     search,
     status_of,
 )
-
+from tests.support import shared_model_cache
 
 ON = common_pb2.Rerank(mode=common_pb2.RERANK_MODE_ON)
 OFF = common_pb2.Rerank(mode=common_pb2.RERANK_MODE_OFF)

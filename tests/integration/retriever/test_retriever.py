@@ -30,7 +30,6 @@ from ragplane.ops.milvus_lite import log_tail, start_milvus_lite, stop_process
 from ragplane.retriever import store
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
-
 T = 30  # deadline of every call, seconds
 DIM = 8
 MODEL = common_pb2.ModelIdentity(

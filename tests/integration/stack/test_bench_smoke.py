@@ -11,9 +11,7 @@ from bench import run as bench_run
 from bench.harness import Bench
 from ragplane.ops.cli import ingest
 from ragplane.v1 import gateway_pb2_grpc
-
 from tests.support import ROOT
-
 
 
 @pytest.fixture(scope="module")

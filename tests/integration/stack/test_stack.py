@@ -21,9 +21,7 @@ from ragplane.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
-
 from tests.support import ROOT
-
 
 CORPUS = ROOT / "samples" / "handbook"
 QUESTIONS = [

@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from ragplane.ops import stack
-
 from tests.support import free_port
 
 

@@ -16,10 +16,9 @@ import httpx
 import pytest
 
 from ragplane.ops import stack
-from tools import dashboards
 from ragplane.v1 import gateway_pb2, gateway_pb2_grpc
-
 from tests.support import free_port
+from tools import dashboards
 
 T = 120
 SERVICES = {f"ragplane-{name}" for name in stack.SERVICES}

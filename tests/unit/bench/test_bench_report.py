@@ -7,7 +7,6 @@ import copy
 import json
 
 from bench.report import render
-
 from tests.support import ROOT
 
 

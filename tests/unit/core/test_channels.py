@@ -11,7 +11,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ragplane.server import channel_options, client_channel_options, server_options
-
 from tests.support import free_port
 
 SERVING, NOT_SERVING = (

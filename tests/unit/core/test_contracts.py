@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tools.protogen import generate
-
 from tests.support import ROOT
+from tools.protogen import generate
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path):

@@ -14,7 +14,6 @@ from evals.evaluation import (
     reciprocal_rank,
     sweep,
 )
-
 from tests.support import ROOT
 
 RELEVANT = frozenset({"a", "b"})
