@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ragplane.v1 import common_pb2 as ragplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragplane/v1/retriever.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"Z\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\x04\"d\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x10\n\x08\x65xist_ok\x18\x03 \x01(\x08\"X\n\x18\x43reateCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\")\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x1a\x44\x65scribeCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\";\n\x14ListDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\"f\n\x0eStoredDocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x10\n\x08\x64oc_hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"G\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.StoredDocument\"A\n\x0cIndexedChunk\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.ragplane.v1.Chunk\x12\x0e\n\x06vector\x18\x02 \x03(\x02\"K\n\x0e\x44ocumentChunks\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x19.ragplane.v1.IndexedChunk\"~\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12.\n\tdocuments\x18\x03 \x03(\x0b\x32\x1b.ragplane.v1.DocumentChunks\"V\n\x14\x44ocumentUpsertResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hunks_written\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x03 \x01(\r\"D\n\x0eUpsertResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.ragplane.v1.DocumentUpsertResult\";\n\x15\x44\x65leteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\xa4\x03\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x14\n\x0cquery_vector\x18\x03 \x03(\x02\x12\x12\n\nquery_text\x18\x04 \x01(\t\x12%\n\x04mode\x18\x05 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\r\n\x05top_k\x18\x07 \x01(\r\x12#\n\x06\x66usion\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\t \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\n \x03(\t\x12\x36\n\x10identifier_boost\x18\x0b \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12*\n\nname_check\x18\x0c \x01(\x0b\x32\x16.ragplane.v1.NameCheck\"0\n\tNameCheck\x12\r\n\x05terms\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontext_hits\x18\x02 \x01(\r\"\x99\x01\n\x0eSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ScoredChunk\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.ragplane.v1.Timing\x12\x11\n\trerank_ms\x18\x03 \x01(\x01\x12\x10\n\x08reranker\x18\x04 \x01(\t\x12\x15\n\runknown_terms\x18\x05 \x03(\t2\xee\x04\n\x10RetrieverService\x12_\n\x10\x43reateCollection\x12$.ragplane.v1.CreateCollectionRequest\x1a%.ragplane.v1.CreateCollectionResponse\x12\x65\n\x12\x44\x65scribeCollection\x12&.ragplane.v1.DescribeCollectionRequest\x1a\'.ragplane.v1.DescribeCollectionResponse\x12Y\n\x0e\x44ropCollection\x12\".ragplane.v1.DropCollectionRequest\x1a#.ragplane.v1.DropCollectionResponse\x12V\n\rListDocuments\x12!.ragplane.v1.ListDocumentsRequest\x1a\".ragplane.v1.ListDocumentsResponse\x12\x41\n\x06Upsert\x12\x1a.ragplane.v1.UpsertRequest\x1a\x1b.ragplane.v1.UpsertResponse\x12Y\n\x0e\x44\x65leteDocument\x12\".ragplane.v1.DeleteDocumentRequest\x1a#.ragplane.v1.DeleteDocumentResponse\x12\x41\n\x06Search\x12\x1a.ragplane.v1.SearchRequest\x1a\x1b.ragplane.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragplane/v1/retriever.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"Z\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\x04\"d\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x10\n\x08\x65xist_ok\x18\x03 \x01(\x08\"X\n\x18\x43reateCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\")\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x1a\x44\x65scribeCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"\x18\n\x16ListCollectionsRequest\"G\n\x17ListCollectionsResponse\x12,\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x17.ragplane.v1.Collection\";\n\x14ListDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\"f\n\x0eStoredDocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x10\n\x08\x64oc_hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\"G\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.StoredDocument\"A\n\x0cIndexedChunk\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.ragplane.v1.Chunk\x12\x0e\n\x06vector\x18\x02 \x03(\x02\"K\n\x0e\x44ocumentChunks\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x19.ragplane.v1.IndexedChunk\"~\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12.\n\tdocuments\x18\x03 \x03(\x0b\x32\x1b.ragplane.v1.DocumentChunks\"V\n\x14\x44ocumentUpsertResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hunks_written\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x03 \x01(\r\"D\n\x0eUpsertResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.ragplane.v1.DocumentUpsertResult\";\n\x15\x44\x65leteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\xa4\x03\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x14\n\x0cquery_vector\x18\x03 \x03(\x02\x12\x12\n\nquery_text\x18\x04 \x01(\t\x12%\n\x04mode\x18\x05 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\r\n\x05top_k\x18\x07 \x01(\r\x12#\n\x06\x66usion\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\t \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\n \x03(\t\x12\x36\n\x10identifier_boost\x18\x0b \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12*\n\nname_check\x18\x0c \x01(\x0b\x32\x16.ragplane.v1.NameCheck\"0\n\tNameCheck\x12\r\n\x05terms\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontext_hits\x18\x02 \x01(\r\"\x99\x01\n\x0eSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ScoredChunk\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.ragplane.v1.Timing\x12\x11\n\trerank_ms\x18\x03 \x01(\x01\x12\x10\n\x08reranker\x18\x04 \x01(\t\x12\x15\n\runknown_terms\x18\x05 \x03(\t2\xcc\x05\n\x10RetrieverService\x12_\n\x10\x43reateCollection\x12$.ragplane.v1.CreateCollectionRequest\x1a%.ragplane.v1.CreateCollectionResponse\x12\x65\n\x12\x44\x65scribeCollection\x12&.ragplane.v1.DescribeCollectionRequest\x1a\'.ragplane.v1.DescribeCollectionResponse\x12Y\n\x0e\x44ropCollection\x12\".ragplane.v1.DropCollectionRequest\x1a#.ragplane.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.ragplane.v1.ListCollectionsRequest\x1a$.ragplane.v1.ListCollectionsResponse\x12V\n\rListDocuments\x12!.ragplane.v1.ListDocumentsRequest\x1a\".ragplane.v1.ListDocumentsResponse\x12\x41\n\x06Upsert\x12\x1a.ragplane.v1.UpsertRequest\x1a\x1b.ragplane.v1.UpsertResponse\x12Y\n\x0e\x44\x65leteDocument\x12\".ragplane.v1.DeleteDocumentRequest\x1a#.ragplane.v1.DeleteDocumentResponse\x12\x41\n\x06Search\x12\x1a.ragplane.v1.SearchRequest\x1a\x1b.ragplane.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,32 +46,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DROPCOLLECTIONREQUEST']._serialized_end=509
   _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=511
   _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=535
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=537
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=596
-  _globals['_STOREDDOCUMENT']._serialized_start=598
-  _globals['_STOREDDOCUMENT']._serialized_end=700
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=702
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=773
-  _globals['_INDEXEDCHUNK']._serialized_start=775
-  _globals['_INDEXEDCHUNK']._serialized_end=840
-  _globals['_DOCUMENTCHUNKS']._serialized_start=842
-  _globals['_DOCUMENTCHUNKS']._serialized_end=917
-  _globals['_UPSERTREQUEST']._serialized_start=919
-  _globals['_UPSERTREQUEST']._serialized_end=1045
-  _globals['_DOCUMENTUPSERTRESULT']._serialized_start=1047
-  _globals['_DOCUMENTUPSERTRESULT']._serialized_end=1133
-  _globals['_UPSERTRESPONSE']._serialized_start=1135
-  _globals['_UPSERTRESPONSE']._serialized_end=1203
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1205
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1264
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1266
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1314
-  _globals['_SEARCHREQUEST']._serialized_start=1317
-  _globals['_SEARCHREQUEST']._serialized_end=1737
-  _globals['_NAMECHECK']._serialized_start=1739
-  _globals['_NAMECHECK']._serialized_end=1787
-  _globals['_SEARCHRESPONSE']._serialized_start=1790
-  _globals['_SEARCHRESPONSE']._serialized_end=1943
-  _globals['_RETRIEVERSERVICE']._serialized_start=1946
-  _globals['_RETRIEVERSERVICE']._serialized_end=2568
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=537
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=561
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=563
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=634
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=636
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=695
+  _globals['_STOREDDOCUMENT']._serialized_start=697
+  _globals['_STOREDDOCUMENT']._serialized_end=799
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=801
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=872
+  _globals['_INDEXEDCHUNK']._serialized_start=874
+  _globals['_INDEXEDCHUNK']._serialized_end=939
+  _globals['_DOCUMENTCHUNKS']._serialized_start=941
+  _globals['_DOCUMENTCHUNKS']._serialized_end=1016
+  _globals['_UPSERTREQUEST']._serialized_start=1018
+  _globals['_UPSERTREQUEST']._serialized_end=1144
+  _globals['_DOCUMENTUPSERTRESULT']._serialized_start=1146
+  _globals['_DOCUMENTUPSERTRESULT']._serialized_end=1232
+  _globals['_UPSERTRESPONSE']._serialized_start=1234
+  _globals['_UPSERTRESPONSE']._serialized_end=1302
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1304
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1363
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1365
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=1413
+  _globals['_SEARCHREQUEST']._serialized_start=1416
+  _globals['_SEARCHREQUEST']._serialized_end=1836
+  _globals['_NAMECHECK']._serialized_start=1838
+  _globals['_NAMECHECK']._serialized_end=1886
+  _globals['_SEARCHRESPONSE']._serialized_start=1889
+  _globals['_SEARCHRESPONSE']._serialized_end=2042
+  _globals['_RETRIEVERSERVICE']._serialized_start=2045
+  _globals['_RETRIEVERSERVICE']._serialized_end=2761
 # @@protoc_insertion_point(module_scope)

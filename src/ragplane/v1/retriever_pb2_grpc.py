@@ -50,6 +50,11 @@ class RetrieverServiceStub:
                 request_serializer=ragplane_dot_v1_dot_retriever__pb2.DropCollectionRequest.SerializeToString,
                 response_deserializer=ragplane_dot_v1_dot_retriever__pb2.DropCollectionResponse.FromString,
                 _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/ragplane.v1.RetrieverService/ListCollections',
+                request_serializer=ragplane_dot_v1_dot_retriever__pb2.ListCollectionsRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_retriever__pb2.ListCollectionsResponse.FromString,
+                _registered_method=True)
         self.ListDocuments = channel.unary_unary(
                 '/ragplane.v1.RetrieverService/ListDocuments',
                 request_serializer=ragplane_dot_v1_dot_retriever__pb2.ListDocumentsRequest.SerializeToString,
@@ -92,6 +97,13 @@ class RetrieverServiceServicer:
 
     def DropCollection(self, request, context):
         """Drops a collection and all its chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """Lists the collections with their models and sizes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,6 +154,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.DropCollection,
                     request_deserializer=ragplane_dot_v1_dot_retriever__pb2.DropCollectionRequest.FromString,
                     response_serializer=ragplane_dot_v1_dot_retriever__pb2.DropCollectionResponse.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=ragplane_dot_v1_dot_retriever__pb2.ListCollectionsRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_retriever__pb2.ListCollectionsResponse.SerializeToString,
             ),
             'ListDocuments': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDocuments,
@@ -246,6 +263,33 @@ class RetrieverService:
             '/ragplane.v1.RetrieverService/DropCollection',
             ragplane_dot_v1_dot_retriever__pb2.DropCollectionRequest.SerializeToString,
             ragplane_dot_v1_dot_retriever__pb2.DropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.RetrieverService/ListCollections',
+            ragplane_dot_v1_dot_retriever__pb2.ListCollectionsRequest.SerializeToString,
+            ragplane_dot_v1_dot_retriever__pb2.ListCollectionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
