@@ -6,9 +6,7 @@ import asyncio
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,7 +14,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import CORPUS, Bench, Stopwatch, alternate, free_port
+from bench.harness import CORPUS, Bench, Stopwatch, alternate
+from ragplane.ops import processes
 from ragplane.v1 import embedder_pb2, embedder_pb2_grpc
 
 # Infinity (PyPI infinity-emb) conflicts with vLLM's transformers pin, so it lives in its
@@ -136,41 +135,31 @@ async def _versus_infinity(texts: list[str], clients: int, per_request: int, ser
 
 @asynccontextmanager
 async def _infinity(folder: str) -> AsyncIterator[str]:
-    port = free_port()
+    port = processes.free_port()
     command = shutil.which(INFINITY) or INFINITY
     workdir = Path(tempfile.mkdtemp(prefix="ragplane-infinity-"))
-    log = (workdir / "infinity.log").open("wb")
-    process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is async
+    process = processes.start_process(
         [
             command, "v2", "--model-id", folder, "--engine", "torch", "--device", "cpu",
             "--host", "127.0.0.1", "--port", str(port), "--batch-size", str(INFINITY_BATCH),
             "--no-bettertransformer",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        workdir / "infinity.log",
         env={**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+        name="Infinity",
         cwd=workdir,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
         async with httpx.AsyncClient() as http:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"Infinity exited; see {workdir / 'infinity.log'}")
+
+            async def healthy() -> bool:
                 try:
-                    if (await http.get(f"{url}/health")).status_code == 200:
-                        break
+                    return (await http.get(f"{url}/health")).status_code == 200
                 except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"Infinity did not start; see {workdir / 'infinity.log'}")
-                await asyncio.sleep(1)
+                    return False
+
+            await process.wait_until(healthy, within_s=300)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        await asyncio.to_thread(process.stop, 30)

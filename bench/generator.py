@@ -13,9 +13,10 @@ from typing import Any
 
 import httpx
 
-from bench.harness import Bench, free_port, spread
+from bench.harness import Bench, spread
 from ragplane.generator import openai_server
-from ragplane.generator.model import ensure_hf_model
+from ragplane.models import converted_smollm2
+from ragplane.ops.processes import free_port
 from ragplane.v1 import generator_pb2, generator_pb2_grpc
 
 # Alternating runs of each side per stream count; their ratios give the spread.
@@ -87,7 +88,7 @@ async def run(bench: Bench) -> dict[str, Any]:
         # The smoke run checks the service side only: a second engine costs a minute.
         single = await streams(lambda: via_service(stub, max_tokens), 1)
         return {"what": "generator service, one stream (smoke: no baseline)", "service": single}
-    folder = await asyncio.to_thread(ensure_hf_model, bench.layout.state_dir)
+    folder = await asyncio.to_thread(converted_smollm2, bench.layout.state_dir)
     port, logs = free_port(), Path(tempfile.mkdtemp(prefix="bench-vllm-"))
     # vLLM's CPU build binds its threads to cores: the stack's engine runs on core 0
     # (bench.run sets that), the baseline on core 1, so neither slows the other.
@@ -110,15 +111,13 @@ async def run(bench: Bench) -> dict[str, Any]:
             for count in (1, 16):
                 runs: dict[str, list[dict[str, float]]] = {"service": [], "vllm_openai": []}
                 await via_service(stub, 4)
-                await via_openai(client, folder.model_id, 4)
+                await via_openai(client, folder.id, 4)
                 for _ in range(RUNS):  # alternating, so drift hits both
                     runs["service"].append(
                         await streams(lambda: via_service(stub, max_tokens), count)
                     )
                     runs["vllm_openai"].append(
-                        await streams(
-                            lambda: via_openai(client, folder.model_id, max_tokens), count
-                        )
+                        await streams(lambda: via_openai(client, folder.id, max_tokens), count)
                     )
                 results[f"{count}_streams"] = {
                     side: {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import statistics
 import subprocess
 import time
@@ -13,17 +12,11 @@ from typing import Any
 
 import grpc
 
+from ragplane.channels import open_channel
 from ragplane.ops import stack
-from ragplane.server import channel_options
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "samples" / "handbook"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def commit() -> str:
@@ -59,9 +52,7 @@ class Bench:
 
     def channel(self, name: str) -> grpc.aio.Channel:
         if name not in self.channels:
-            self.channels[name] = grpc.aio.insecure_channel(
-                self.layout.address(name), options=channel_options()
-            )
+            self.channels[name] = open_channel(self.layout.address(name))
         return self.channels[name]
 
     async def close(self) -> None:

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import embedder, flush, gateway, generator, indexing, retriever
-from bench.harness import ROOT, Bench, commit, free_port
+from bench.harness import ROOT, Bench, commit
+from ragplane.client import GrpcClient
 from ragplane.ops import stack
 from ragplane.ops.cli import ingest
-from ragplane.v1 import gateway_pb2_grpc
+from ragplane.ops.processes import free_ports
 
 BENCHMARKS = {
     "embedder": embedder.run,
@@ -46,8 +47,7 @@ def rss_now(layout: stack.StackLayout) -> dict[str, float]:
 
 async def run_all(bench: Bench, names: list[str]) -> dict[str, Any]:
     # The handbook in the default collection is what the query benchmarks search.
-    gateway_stub = gateway_pb2_grpc.GatewayServiceStub(bench.channel("gateway"))
-    await ingest(gateway_stub, [indexing.CORPUS], out=io.StringIO())
+    await ingest(GrpcClient(bench.channel("gateway")), [indexing.CORPUS], out=io.StringIO())
     report: dict[str, Any] = {
         "commit": commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -73,10 +73,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     models = ROOT / ".ragplane" / "models"
     models.mkdir(parents=True, exist_ok=True)
     (state / "models").symlink_to(models, target_is_directory=True)
+    ports = free_ports(9)
     layout = stack.StackLayout(
         state_dir=state,
-        ports={n: free_port() for n in ("milvus", *stack.SERVICES)},
-        metrics_ports={n: free_port() for n in stack.SERVICES},
+        ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
+        metrics_ports=dict(zip(stack.SERVICES, ports[5:], strict=True)),
     )
     # The retriever has the causal-LM reranker loaded, off unless a request asks for it,
     # so the retriever benchmark can measure reranked searches too.

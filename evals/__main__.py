@@ -12,10 +12,10 @@ from pathlib import Path
 import grpc
 
 from evals import evaluation
+from ragplane.client import GrpcClient
 from ragplane.ops import stack
 from ragplane.ops.cli import gateway_channel, ingest, layout_from_env
-from ragplane.server import channel_options
-from ragplane.v1 import gateway_pb2, gateway_pb2_grpc
+from ragplane.v1 import gateway_pb2
 
 
 async def evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
@@ -32,28 +32,19 @@ async def evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
         questions_file = questions_file or corpus.questions
         print(f"indexing {corpus.documents} into '{collection}' (unchanged documents are skipped)")
         async with gateway_channel(layout) as channel:
-            results = await ingest(
-                gateway_pb2_grpc.GatewayServiceStub(channel), [corpus.documents], collection
-            )
+            results = await ingest(GrpcClient(channel), [corpus.documents], collection)
         if any(r.status == gateway_pb2.INGEST_STATUS_FAILED for r in results):
             raise SystemExit("evals: some documents failed to index; see above")
     if questions_file is None:
         raise SystemExit("evals: eval needs a questions file or --corpus")
     questions = evaluation.load_questions(questions_file)
-    channels = {
-        name: grpc.aio.insecure_channel(layout.address(name), options=channel_options())
-        for name in ("embedder", "retriever", "gateway")
-    }
-    try:
-        evaluator = evaluation.Evaluator(channels, collection or "default")
+    async with gateway_channel(layout) as channel:
+        evaluator = evaluation.Evaluator(channel, collection or "default")
         await evaluator.check_modes(questions[0].question, modes)
         answers: bool | set[str] = not args.no_answers
         if args.answers_for and answers:
             answers = set(args.answers_for.split(","))
         report = await evaluator.evaluate(questions, modes, args.k, answers)
-    finally:
-        for channel in channels.values():
-            await channel.close()
     report["questions_file"] = str(questions_file)
     report["collection"] = collection or "default"
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -22,17 +22,7 @@ from typing import Any
 
 import grpc
 
-from ragplane.gateway.grounding import lookup_request, missing_terms, unknown_terms
-from ragplane.gateway.query import DEFAULT_TOP_K
-from ragplane.v1 import (
-    common_pb2,
-    embedder_pb2,
-    embedder_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
-    retriever_pb2,
-    retriever_pb2_grpc,
-)
+from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 
 @dataclass(frozen=True)
@@ -78,9 +68,9 @@ RANK_DEPTH = 10
 # Chunks fetched per question (several chunks of one document share its rank); with
 # reranking, also the candidates the reranker rescores.
 CANDIDATES = 20
-# The hits the gateway puts in the prompt by default, the context its names check reads:
-# the sweep applies the same check to the same many hits.
-CONTEXT_HITS = DEFAULT_TOP_K
+# The hits the names check reads: 0, the gateway's default top_k, the chunks an Ask gives
+# the model, so the sweep applies the same check to the same hits.
+CONTEXT_HITS = 0
 TIMEOUT_S = 180.0
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,54 +184,36 @@ def says_it_does_not_know(answer: str, finished: gateway_pb2.AskFinished) -> boo
 
 
 class Evaluator:
-    def __init__(self, channels: dict[str, grpc.aio.Channel], collection: str) -> None:
-        self._embedder = embedder_pb2_grpc.EmbedderServiceStub(channels["embedder"])
-        self._retriever = retriever_pb2_grpc.RetrieverServiceStub(channels["retriever"])
-        self._gateway = gateway_pb2_grpc.GatewayServiceStub(channels["gateway"])
+    """Drives only the gateway's public API: Search for rankings and the names check,
+    AskUnary for answers. Nothing of the gateway is copied here."""
+
+    def __init__(self, gateway: grpc.aio.Channel, collection: str) -> None:
+        self._gateway = gateway_pb2_grpc.GatewayServiceStub(gateway)
         self._collection = collection
-        self._model: common_pb2.ModelIdentity | None = None  # the embedder's, once asked
 
     async def rank(
         self, question: str, mode: Mode
-    ) -> tuple[list[common_pb2.ScoredChunk], float, dict[str, float]]:
-        """Hits in rank order, the best query-chunk relevance among them, and the time
-        each retrieval stage took."""
-        started = time.perf_counter()
-        embedded = await self._embedder.Embed(
-            embedder_pb2.EmbedRequest(texts=[question]), timeout=TIMEOUT_S
-        )
-        embedded_at = time.perf_counter()
-        found = await self._retriever.Search(
-            retriever_pb2.SearchRequest(
+    ) -> tuple[gateway_pb2.GatewayServiceSearchResponse, float, dict[str, float]]:
+        """The gateway's search (hits in rank order, the names the corpus lacks), the best
+        query-chunk relevance among the hits, and the time each retrieval stage took."""
+        found = await self._gateway.Search(
+            gateway_pb2.GatewayServiceSearchRequest(
                 collection=self._collection,
-                model=embedded.model,
-                query_vector=embedded.embeddings[0].values,
-                query_text=question,
+                query=question,
                 top_k=CANDIDATES,
+                context_top_k=CONTEXT_HITS,
                 **mode.ask_fields(),
             ),
             timeout=TIMEOUT_S,
         )
-        finished_at = time.perf_counter()
         best = max((h.relevance for h in found.hits), default=0.0)
+        t = found.timings
         timings = {
-            "embed_ms": (embedded_at - started) * 1000,
-            "search_ms": (finished_at - embedded_at) * 1000 - found.rerank_ms,
-            "rerank_ms": found.rerank_ms,
+            "embed_ms": t.embed_ms,
+            "search_ms": t.retrieve_ms - t.rerank_ms,
+            "rerank_ms": t.rerank_ms,
         }
-        return list(found.hits), best, timings
-
-    async def _keyword_hits(self, text: str) -> list[common_pb2.ScoredChunk]:
-        """The gateway's corpus lookup for one name (grounding.lookup_request)."""
-        if self._model is None:
-            info = await self._embedder.Info(
-                embedder_pb2.EmbedderServiceInfoRequest(), timeout=TIMEOUT_S
-            )
-            self._model = info.model
-        found = await self._retriever.Search(
-            lookup_request(self._collection, self._model, text), timeout=TIMEOUT_S
-        )
-        return list(found.hits)
+        return found, best, timings
 
     async def check_modes(self, question: str, modes: list[str]) -> None:
         """Fails fast, before minutes of work, when the stack cannot run a mode (reranking
@@ -296,12 +268,11 @@ class Evaluator:
 
     async def _one(self, q: Question, mode: Mode, k: int, answers: bool) -> dict[str, Any]:
         row: dict[str, Any] = {"id": q.id, "kind": q.kind, "answerable": q.answerable}
-        hits, row["best_relevance"], row["retrieval_timings"] = await self.rank(q.question, mode)
-        ranked = ranked_documents(hits)
+        found, row["best_relevance"], row["retrieval_timings"] = await self.rank(q.question, mode)
+        ranked = ranked_documents(list(found.hits))
         row["ranked"] = ranked[:RANK_DEPTH]
-        # As the gateway checks: names the prompt's chunks miss that the corpus lacks too.
-        missing = missing_terms(q.question, hits[:CONTEXT_HITS])
-        row["missing_names"] = await unknown_terms(missing, self._keyword_hits) if missing else []
+        # The gateway's names check: names the prompt's chunks miss that the corpus lacks too.
+        row["missing_names"] = list(found.unknown_names)
         if q.answerable:
             row["recall"] = recall_at(ranked, q.relevant, k)
             row["rr"] = reciprocal_rank(ranked, q.relevant)

@@ -9,8 +9,8 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from ragplane.channels import open_channel
 from ragplane.ops import stack
-from ragplane.server import channel_options
 from tests.support import ROOT, free_ports, shared_model_cache
 
 
@@ -86,10 +86,7 @@ async def running_stack(
 
 @pytest.fixture(scope="session")
 async def channels(running_stack: stack.StackLayout) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
-    opened = {
-        name: grpc.aio.insecure_channel(running_stack.address(name), options=channel_options())
-        for name in stack.SERVICES
-    }
+    opened = {name: open_channel(running_stack.address(name)) for name in stack.SERVICES}
     yield opened
     for channel in opened.values():
         await channel.close()

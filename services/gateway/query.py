@@ -1,118 +1,130 @@
-"""The query pipeline: embed the question, retrieve, fit the prompt, stream the answer."""
+"""The query pipeline: embed the question, retrieve, decide whether to answer, fit the
+prompt, stream the answer. Four calls for an answered question: Embed, Search (which
+also checks the question's names), CountPromptTokens (every candidate prompt at once),
+Generate. It takes and gives the transport-free types of api.py; the gRPC servicer and
+the HTTP routes translate.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import grpc
 from opentelemetry import trace
 
 from ragplane.errors import InvalidArgument, Unavailable
-from ragplane.gateway import metrics
-from ragplane.gateway.clients import Backends, Timeouts, deadline
-from ragplane.gateway.grounding import lookup_request, missing_terms, unknown_terms
+from ragplane.gateway import api, metrics
+from ragplane.gateway.clients import Backends, Deadline, Timeouts
 from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
+from ragplane.names import named_terms
 from ragplane.telemetry import tracer
-from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, generator_pb2, retriever_pb2
+from ragplane.v1 import common_pb2, embedder_pb2, generator_pb2, retriever_pb2
 
 MAX_QUESTION_CHARS = 4000
 MAX_TOP_K = 50
+# Hits a retrieval-only search may return.
+MAX_SEARCH_TOP_K = 100
 # Chunks given to the model unless the request says (RAGPLANE_GATEWAY_TOP_K).
 DEFAULT_TOP_K = 3
+# Earlier user turns folded into a follow-up's retrieval query, and their length cap.
+HISTORY_TURNS = 1
+MAX_HISTORY_CHARS = 1000
+# Earlier turns a request may carry.
+MAX_HISTORY = 64
+
+SEARCH_MODES = {
+    "dense": common_pb2.SEARCH_MODE_DENSE,
+    "keyword": common_pb2.SEARCH_MODE_KEYWORD,
+    "hybrid": common_pb2.SEARCH_MODE_HYBRID,
+}
+FUSION_METHODS = {
+    "rrf": common_pb2.FUSION_METHOD_RRF,
+    "weighted": common_pb2.FUSION_METHOD_WEIGHTED,
+}
+FINISH_REASONS: dict[int, api.FinishReason] = {
+    common_pb2.FINISH_REASON_STOP: "stop",
+    common_pb2.FINISH_REASON_LENGTH: "length",
+}
 
 
 @dataclass(frozen=True)
 class QuerySettings:
     top_k: int
     max_tokens: int
-    mode: int  # common_pb2.SearchMode
+    mode: api.SearchMode
     # Query-chunk cosine similarity below which nothing retrieved counts as relevant.
     min_relevance: float
-    # Abstain when the question names something (see grounding.py) no hit mentions.
+    # Abstain when the question names something (see ragplane.names) the corpus lacks.
     check_names: bool = True
 
 
+@dataclass(frozen=True)
+class _Retrieved:
+    hits: list[api.Hit]
+    unknown_names: list[str]
+    abstain_reason: api.AbstainReason | None
+
+
 class QueryPipeline:
-    def __init__(self, backends: Backends, timeouts: Timeouts, settings: QuerySettings) -> None:
+    def __init__(
+        self,
+        backends: Backends,
+        timeouts: Timeouts,
+        settings: QuerySettings,
+        default_collection: str,
+    ) -> None:
         self._backends = backends
         self._timeouts = timeouts
         self._settings = settings
+        self._default_collection = default_collection
 
-    async def ask(
-        self,
-        collection: str,
-        request: gateway_pb2.AskRequest,
-        context: grpc.aio.ServicerContext | None = None,
-    ) -> AsyncIterator[gateway_pb2.AskResponse]:
+    async def search(self, query: api.SearchQuery, budget: float | None) -> api.SearchResult:
+        """Retrieval only: the hits an Ask would draw on, and whether it would abstain."""
+        started = time.perf_counter()
+        text = _checked_text(query.query, "query")
+        top_k = _top_k(query.retrieval.top_k or self._settings.top_k, MAX_SEARCH_TOP_K)
+        context_hits = _top_k(query.context_top_k or self._settings.top_k, MAX_TOP_K)
+        timings = api.Timings()
+        retrieved = await self._retrieve(
+            text, text, query.retrieval, top_k, context_hits, Deadline(budget), timings
+        )
+        timings.total_ms = _ms_since(started)
+        return api.SearchResult(
+            retrieved.hits, retrieved.abstain_reason, retrieved.unknown_names, timings
+        )
+
+    async def ask(self, query: api.AskQuery, budget: float | None) -> AsyncIterator[api.AskEvent]:
         """Citations first, then answer deltas, then one finished event."""
         started = time.perf_counter()
-        question, top_k, max_tokens = self._validate(request)
-        timings = gateway_pb2.StageTimings()
-        mode = request.mode or self._settings.mode
+        deadline = Deadline(budget)
+        question = _checked_text(query.question, "question")
+        top_k = _top_k(query.retrieval.top_k or self._settings.top_k, MAX_TOP_K)
+        max_tokens = query.max_tokens or self._settings.max_tokens
+        retrieval_query = standalone_query(question, _checked_history(query.history))
+        timings = api.Timings()
 
-        with _stage("embed", timings):
-            embedded = await self._backends.embedder.Embed(
-                embedder_pb2.EmbedRequest(texts=[question]),
-                timeout=deadline(context, self._timeouts.embed),
-            )
-        with _stage("retrieve", timings) as span:
-            span.set_attributes({"ragplane.collection": collection, "ragplane.top_k": top_k})
-            found = await self._backends.retriever.Search(
-                retriever_pb2.SearchRequest(
-                    collection=collection,
-                    model=embedded.model,
-                    query_vector=embedded.embeddings[0].values,
-                    query_text=question,
-                    mode=mode,
-                    filter=request.filter,
-                    top_k=top_k,
-                    fusion=request.fusion,
-                    rerank=request.rerank,
-                    extra_collections=request.extra_collections,
-                    identifier_boost=request.identifier_boost,
-                ),
-                timeout=deadline(context, self._timeouts.retrieve),
-            )
-            timings.rerank_ms = found.rerank_ms
-            relevant, missing = self._relevant(question, found.hits)
-            if missing:
-
-                async def search_corpus(text: str) -> list[common_pb2.ScoredChunk]:
-                    reply = await self._backends.retriever.Search(
-                        lookup_request(
-                            collection,
-                            embedded.model,
-                            text,
-                            request.filter,
-                            request.extra_collections,
-                        ),
-                        timeout=deadline(context, self._timeouts.retrieve),
-                    )
-                    return list(reply.hits)
-
-                missing = await unknown_terms(missing, search_corpus)
-            if missing:
-                relevant = []
-            span.set_attributes(
-                {
-                    "ragplane.hits": len(found.hits),
-                    "ragplane.relevant": len(relevant),
-                    "ragplane.missing_names": missing,
-                }
-            )
-        if not relevant:
+        retrieved = await self._retrieve(
+            retrieval_query, question, query.retrieval, top_k, top_k, deadline, timings
+        )
+        if retrieved.abstain_reason is not None:
             metrics.ANSWERS.labels("abstained").inc()
-            yield gateway_pb2.AskResponse(citations=gateway_pb2.Citations())
-            yield gateway_pb2.AskResponse(delta=DONT_KNOW)
+            yield api.Citations([])
+            yield api.Delta(DONT_KNOW)
             timings.total_ms = _ms_since(started)
-            yield _finished(common_pb2.FINISH_REASON_STOP, common_pb2.Usage(), timings, True)
+            yield api.Finished(
+                "stop",
+                api.Usage(),
+                timings,
+                retrieved.abstain_reason,
+                tuple(retrieved.unknown_names),
+                _rewritten(retrieval_query, question),
+            )
             return
 
         with _stage("prompt", timings) as span:
-            fitted = await self._fit(question, relevant, max_tokens, context)
+            fitted = await self._fit(question, retrieved.hits, max_tokens, deadline)
             span.set_attributes(
                 {
                     "ragplane.context_chunks": len(fitted.context),
@@ -120,15 +132,129 @@ class QueryPipeline:
                 }
             )
         metrics.CITATIONS_PER_ANSWER.observe(len(fitted.context))
-        yield gateway_pb2.AskResponse(citations=_citations(fitted))
+        yield api.Citations([api.Citation(i + 1, hit) for i, hit in enumerate(fitted.context)])
 
-        first_token, done = True, None
+        done: generator_pb2.GenerateFinished | None = None
+        async for event in self._generate(query, fitted, max_tokens, deadline, timings, started):
+            if isinstance(event, api.Delta):
+                yield event
+            else:
+                done = event
+        if done is None:
+            raise Unavailable("the generator's stream ended without a finished event")
+        timings.total_ms = _ms_since(started)
+        metrics.ANSWERS.labels("answered").inc()
+        metrics.ASK_DURATION.observe(timings.total_ms / 1000)
+        yield api.Finished(
+            FINISH_REASONS.get(done.finish_reason, "stop"),
+            api.Usage(done.usage.prompt_tokens, done.usage.completion_tokens),
+            timings,
+            retrieval_query=_rewritten(retrieval_query, question),
+        )
+
+    async def _retrieve(
+        self,
+        text: str,
+        question: str,
+        retrieval: api.Retrieval,
+        top_k: int,
+        context_hits: int,
+        deadline: Deadline,
+        timings: api.Timings,
+    ) -> _Retrieved:
+        """Embed and search `text`; the names check reads `question`'s names against the
+        first `context_hits` hits (and, where they miss one, the rest of the corpus)."""
+        collection = retrieval.collection or self._default_collection
+        with _stage("embed", timings):
+            embedded = await self._backends.embedder.Embed(
+                embedder_pb2.EmbedRequest(texts=[text]),
+                timeout=deadline.timeout(self._timeouts.embed),
+            )
+        terms = named_terms(question) if self._settings.check_names else []
+        with _stage("retrieve", timings) as span:
+            span.set_attributes({"ragplane.collection": collection, "ragplane.top_k": top_k})
+            request = _search_request(
+                collection, retrieval, embedded, text, top_k, self._settings.mode
+            )
+            request.name_check.terms.extend(terms)
+            request.name_check.context_hits = context_hits
+            found = await self._backends.retriever.Search(
+                request, timeout=deadline.timeout(self._timeouts.retrieve)
+            )
+            timings.rerank_ms = found.rerank_ms
+            hits = [_hit(h) for h in found.hits]
+            unknown = list(found.unknown_terms)
+            reason = self._abstain_reason(hits[:context_hits], unknown)
+            span.set_attributes(
+                {
+                    "ragplane.hits": len(hits),
+                    "ragplane.unknown_names": unknown,
+                    "ragplane.abstain_reason": reason.value if reason else "",
+                }
+            )
+        return _Retrieved(hits, unknown, reason)
+
+    def _abstain_reason(
+        self, context: list[api.Hit], unknown_names: list[str]
+    ) -> api.AbstainReason | None:
+        """Why the generator is not asked, if it is not.
+
+        Relevance is the query-chunk cosine whatever the mode: one calibrated scale. A
+        question whose best chunk is below it is one the corpus does not answer (a small
+        model answers anyway, from junk). Nor is the generator asked when the question
+        names something neither the context nor the rest of the corpus mentions: the
+        corpus is about the same topic, so such a question's best cosine is no lower than
+        that of many answerable ones (docs/retrieval.md).
+        """
+        if not context:
+            return api.AbstainReason.NO_HITS
+        if max(h.relevance for h in context) < self._settings.min_relevance:
+            return api.AbstainReason.LOW_RELEVANCE
+        if unknown_names:
+            return api.AbstainReason.UNKNOWN_NAMES
+        return None
+
+    async def _fit(
+        self, question: str, hits: list[api.Hit], max_tokens: int, deadline: Deadline
+    ) -> FittedPrompt:
+        async def count(prompts):
+            reply = await self._backends.generator.CountPromptTokens(
+                generator_pb2.CountPromptTokensRequest(
+                    prompts=[generator_pb2.Prompt(messages=m) for m in prompts]
+                ),
+                timeout=deadline.timeout(self._timeouts.generate),
+            )
+            return list(reply.prompt_tokens), reply.max_model_len
+
+        fitted = await fit_prompt(question, hits, max_tokens, count)
+        if fitted.prompt_tokens > fitted.budget_tokens:
+            raise InvalidArgument(
+                f"the question alone takes {fitted.prompt_tokens} prompt tokens; with "
+                f"max_tokens {max_tokens} only {fitted.budget_tokens} are left in the "
+                "generator's context"
+            )
+        return fitted
+
+    async def _generate(
+        self,
+        query: api.AskQuery,
+        fitted: FittedPrompt,
+        max_tokens: int,
+        deadline: Deadline,
+        timings: api.Timings,
+        started: float,
+    ) -> AsyncIterator[api.Delta | generator_pb2.GenerateFinished]:
+        first_token = True
         with _stage("generate", timings) as span:
             stream = self._backends.generator.Generate(
                 generator_pb2.GenerateRequest(
-                    messages=fitted.messages, max_tokens=max_tokens, temperature=0.0
+                    messages=fitted.messages,
+                    max_tokens=max_tokens,
+                    temperature=query.temperature,
+                    top_p=query.top_p,
+                    stop=query.stop,
                 ),
-                timeout=deadline(context, self._timeouts.generate),
+                timeout=deadline.timeout(self._timeouts.generate),
             )
             async for event in stream:
                 if event.HasField("finished"):
@@ -141,109 +267,126 @@ class QueryPipeline:
                             "ragplane.time_to_first_token_ms": done.time_to_first_token_ms,
                         }
                     )
+                    yield done
                 elif event.delta:
                     if first_token:
                         metrics.ASK_TIME_TO_FIRST_TOKEN.observe(time.perf_counter() - started)
                         first_token = False
-                    yield gateway_pb2.AskResponse(delta=event.delta)
-        if done is None:
-            raise Unavailable("the generator's stream ended without a finished event")
-        timings.total_ms = _ms_since(started)
-        metrics.ANSWERS.labels("answered").inc()
-        metrics.ASK_DURATION.observe(timings.total_ms / 1000)
-        yield _finished(done.finish_reason, done.usage, timings, False)
+                    yield api.Delta(event.delta)
 
-    def _validate(self, request: gateway_pb2.AskRequest) -> tuple[str, int, int]:
-        question = request.question.strip()
-        if not question:
-            raise InvalidArgument("question is empty")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise InvalidArgument(
-                f"question is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
-            )
-        top_k = request.top_k or self._settings.top_k
-        if top_k > MAX_TOP_K:
-            raise InvalidArgument(f"top_k is {top_k}; the limit is {MAX_TOP_K}")
-        return question, top_k, request.max_tokens or self._settings.max_tokens
 
-    def _relevant(
-        self, question: str, hits: Sequence[common_pb2.ScoredChunk]
-    ) -> tuple[list[common_pb2.ScoredChunk], list[str]]:
-        """All hits, in rank order, if the best is relevant enough; none otherwise. Also the
-        names in the question that no hit mentions, to be looked up in the corpus.
+def standalone_query(question: str, history: tuple[api.Turn, ...]) -> str:
+    """The retrieval query of a follow-up: the last earlier user turn, then the question.
 
-        Relevance is the query-chunk cosine whatever the mode: one calibrated scale. A
-        question whose best chunk is below it is one the corpus does not answer, and the
-        generator is not asked (a small model answers anyway, from junk). Nor is it asked
-        when the question names something neither the hits nor the rest of the corpus
-        mentions (grounding.py).
-        """
-        if not hits or max(h.relevance for h in hits) < self._settings.min_relevance:
-            return [], []
-        missing = missing_terms(question, hits) if self._settings.check_names else []
-        return list(hits), missing
+    A follow-up ("and how do I undo that?") names nothing it refers to; the turn before it
+    does. Prepending it keeps what the conversation is about in the query for both dense
+    and keyword search; the names check still reads only the question itself.
+    """
+    earlier = [t.content.strip() for t in history if t.role == "user" and t.content.strip()]
+    if not earlier:
+        return question
+    context = " ".join(earlier[-HISTORY_TURNS:])[-MAX_HISTORY_CHARS:]
+    return f"{context} {question}"
 
-    async def _fit(
-        self, question: str, hits: list[common_pb2.ScoredChunk], max_tokens: int, context
-    ) -> FittedPrompt:
-        info = await self._backends.generator.Info(
-            generator_pb2.GeneratorServiceInfoRequest(),
-            timeout=deadline(context, self._timeouts.generate),
+
+def _checked_history(history: tuple[api.Turn, ...]) -> tuple[api.Turn, ...]:
+    if len(history) > MAX_HISTORY:
+        raise InvalidArgument(f"history has {len(history)} turns; the limit is {MAX_HISTORY}")
+    for i, turn in enumerate(history):
+        if turn.role not in ("user", "assistant"):
+            raise InvalidArgument(f"history[{i}].role is {turn.role!r}; use user or assistant")
+        if len(turn.content) > MAX_QUESTION_CHARS * 4:
+            raise InvalidArgument(f"history[{i}] is over {MAX_QUESTION_CHARS * 4} characters")
+    return history
+
+
+def _rewritten(retrieval_query: str, question: str) -> str:
+    return retrieval_query if retrieval_query != question else ""
+
+
+def _checked_text(text: str, name: str) -> str:
+    text = text.strip()
+    if not text:
+        raise InvalidArgument(f"{name} is empty")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise InvalidArgument(
+            f"{name} is {len(text)} characters; the limit is {MAX_QUESTION_CHARS}"
         )
-        budget = info.max_model_len - max_tokens
-        if budget <= 0:
-            raise InvalidArgument(
-                f"max_tokens {max_tokens} leaves no room for a prompt in the generator's "
-                f"{info.max_model_len}-token context"
-            )
-
-        async def count(texts, messages):
-            reply = await self._backends.generator.CountPromptTokens(
-                generator_pb2.CountPromptTokensRequest(texts=texts, messages=messages),
-                timeout=deadline(context, self._timeouts.generate),
-            )
-            return list(reply.token_counts), reply.messages_tokens
-
-        fitted = await fit_prompt(question, hits, budget, count)
-        if fitted.prompt_tokens > budget:
-            raise InvalidArgument(
-                f"the question alone takes {fitted.prompt_tokens} prompt tokens; with "
-                f"max_tokens {max_tokens} the generator's context of {info.max_model_len} is full"
-            )
-        return fitted
+    return text
 
 
-def _citations(fitted: FittedPrompt) -> gateway_pb2.Citations:
-    return gateway_pb2.Citations(
-        citations=[
-            gateway_pb2.Citation(
-                index=i + 1,
-                doc_id=hit.chunk.doc_id,
-                title=hit.chunk.title,
-                source=hit.chunk.source,
-                section=hit.chunk.section,
-                chunk_id=hit.chunk.id,
-                score=hit.score,
-                collection=hit.collection,
-            )
-            for i, hit in enumerate(fitted.context)
-        ]
+def _top_k(top_k: int, limit: int) -> int:
+    if top_k < 0 or top_k > limit:
+        raise InvalidArgument(f"top_k is {top_k}; the limit is {limit}")
+    return top_k
+
+
+def _search_request(
+    collection: str,
+    retrieval: api.Retrieval,
+    embedded: embedder_pb2.EmbedResponse,
+    text: str,
+    top_k: int,
+    default_mode: api.SearchMode,
+) -> retriever_pb2.SearchRequest:
+    f, fusion, rerank = retrieval.filter, retrieval.fusion, retrieval.rerank
+    return retriever_pb2.SearchRequest(
+        collection=collection,
+        model=embedded.model,
+        query_vector=embedded.embeddings[0].values,
+        query_text=text,
+        mode=SEARCH_MODES[retrieval.mode or default_mode],
+        filter=common_pb2.MetadataFilter(
+            doc_ids=f.doc_ids, source_prefix=f.source_prefix, tags=f.tags
+        ),
+        top_k=top_k,
+        fusion=common_pb2.Fusion(
+            method=FUSION_METHODS[fusion.method] if fusion.method else 0,
+            rrf_k=fusion.rrf_k,
+            dense_weight=fusion.dense_weight,
+            keyword_weight=fusion.keyword_weight,
+        ),
+        rerank=common_pb2.Rerank(
+            mode=_tristate(rerank.enabled, common_pb2.RERANK_MODE_ON, common_pb2.RERANK_MODE_OFF),
+            candidates=rerank.candidates,
+            weight=rerank.weight,
+        ),
+        extra_collections=retrieval.extra_collections,
+        identifier_boost=_tristate(
+            retrieval.identifier_boost,
+            common_pb2.IDENTIFIER_BOOST_ON,
+            common_pb2.IDENTIFIER_BOOST_OFF,
+        ),
     )
 
 
-def _finished(
-    reason: int, usage: common_pb2.Usage, timings: gateway_pb2.StageTimings, abstained: bool
-) -> gateway_pb2.AskResponse:
-    return gateway_pb2.AskResponse(
-        finished=gateway_pb2.AskFinished(
-            finish_reason=reason, usage=usage, timings=timings, abstained=abstained
-        )
+def _tristate(value: bool | None, on: int, off: int) -> int:
+    return 0 if value is None else on if value else off
+
+
+def _hit(hit: common_pb2.ScoredChunk) -> api.Hit:
+    c = hit.chunk
+    return api.Hit(
+        chunk=api.StoredChunk(
+            id=c.id,
+            doc_id=c.doc_id,
+            title=c.title,
+            source=c.source,
+            section=c.section,
+            position=c.position,
+            text=c.text,
+            tags=tuple(c.tags),
+        ),
+        collection=hit.collection,
+        score=hit.score,
+        relevance=hit.relevance,
+        rerank_score=hit.rerank_score if hit.reranked else None,
     )
 
 
 @contextmanager
-def _stage(name: str, timings: gateway_pb2.StageTimings) -> Iterator[trace.Span]:
-    """A span, a latency sample and a StageTimings field for one query stage."""
+def _stage(name: str, timings: api.Timings) -> Iterator[trace.Span]:
+    """A span, a latency sample and a Timings field for one query stage."""
     started = time.perf_counter()
     with tracer.start_as_current_span(name) as span:
         yield span

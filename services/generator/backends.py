@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import httpx
 
 from ragplane.errors import InvalidArgument, Unavailable
-from ragplane.generator.model import ModelFolder
+from ragplane.models import ResolvedModel
 
 log = logging.getLogger(__name__)
 # httpx logs every request at INFO; the access log and the spans already cover them.
@@ -113,19 +113,17 @@ class VllmInProcessBackend:
 
     name = "vllm-inprocess"
 
-    def __init__(self, folder: ModelFolder, max_model_len: int, kv_cache_bytes: int) -> None:
+    def __init__(self, model: ResolvedModel, max_model_len: int, kv_cache_bytes: int) -> None:
         """Starts the engine (about 25 s on CPU); call prepare_vllm_environment() first."""
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.renderers import ChatParams, TokenizeParams
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self.info = ModelInfo(
-            folder.model_id, folder.revision, folder.weights_sha256, max_model_len
-        )
+        self.info = ModelInfo(model.id, model.revision, model.weights_sha256, max_model_len)
         self._engine = AsyncLLM.from_engine_args(
             AsyncEngineArgs(
-                model=str(folder.path),
-                served_model_name=[folder.model_id],
+                model=str(model.path),
+                served_model_name=[model.id],
                 max_model_len=max_model_len,
                 kv_cache_memory_bytes=kv_cache_bytes,
                 enforce_eager=True,  # no graph compilation: starts in seconds, not minutes

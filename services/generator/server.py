@@ -27,7 +27,8 @@ from ragplane.generator.backends import (
     VllmInProcessBackend,
     prepare_vllm_environment,
 )
-from ragplane.generator.model import ModelFolder, ensure_hf_model, mounted_model
+from ragplane.generator.model import model_pin
+from ragplane.models import ResolvedModel, resolve
 from ragplane.server import run_service, serve
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
@@ -76,14 +77,10 @@ class GeneratorSettings:
         )
 
 
-async def model_folder(settings: GeneratorSettings) -> ModelFolder:
+async def resolve_model(settings: GeneratorSettings) -> ResolvedModel:
     """The mounted folder if configured, else SmolLM2 converted into the state dir."""
-    if settings.model_path:
-        path = Path(settings.model_path)
-        return await asyncio.to_thread(
-            mounted_model, path, settings.model_id, settings.model_revision
-        )
-    return await asyncio.to_thread(ensure_hf_model, settings.state_dir)
+    pin = model_pin(settings.model_path, settings.model_id, settings.model_revision)
+    return await asyncio.to_thread(resolve, pin, settings.state_dir)
 
 
 async def connect_openai(settings: GeneratorSettings) -> OpenAICompatibleBackend:
@@ -113,9 +110,9 @@ async def open_backend(settings: GeneratorSettings) -> Backend:
     if settings.backend == "openai":
         return await connect_openai(settings)
     prepare_vllm_environment(settings.state_dir)
-    folder = await model_folder(settings)
+    model = await resolve_model(settings)
     # Blocks the loop while the engine starts; nothing is served yet, so nothing waits.
-    return VllmInProcessBackend(folder, settings.max_model_len, settings.kv_cache_bytes)
+    return VllmInProcessBackend(model, settings.max_model_len, settings.kv_cache_bytes)
 
 
 def parse_messages(messages: Sequence[generator_pb2.ChatMessage]) -> list[Message]:
@@ -152,14 +149,18 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         )
 
     async def CountPromptTokens(self, request, context):  # noqa: N802
-        """Token counts of texts and of a chat prompt, with the model's chat template."""
+        """Token counts of texts, of a chat prompt and of candidate prompts, with the model's
+        chat template: a caller fitting context to the model needs one call."""
         messages = parse_messages(request.messages) if request.messages else []
+        prompts = [parse_messages(p.messages) for p in request.prompts]
         counts = await self._backend.count_texts(list(request.texts))
         total = await self._backend.count_messages(messages) if messages else 0
+        prompt_tokens = [await self._backend.count_messages(p) for p in prompts]
         return generator_pb2.CountPromptTokensResponse(
             token_counts=counts,
             messages_tokens=total,
             max_model_len=self._backend.info.max_model_len,
+            prompt_tokens=prompt_tokens,
         )
 
     async def Generate(self, request, context):  # noqa: N802

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ragplane.config import env_bool, env_choice, env_float, env_int, env_str, state_dir
+from ragplane import models
+from ragplane.config import env_bool, env_choice, env_float, env_int, env_str
 from ragplane.errors import ConfigError
+from ragplane.models import SMOLLM2, ModelPin, ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,20 @@ class RerankerSettings:
             )
         return settings
 
+    def pin(self) -> ModelPin:
+        """The model these settings pin; the causal-lm backend without a source runs the
+        SmolLM2 the generator ships."""
+        if self.backend == "causal-lm" and not self.source:
+            return SMOLLM2
+        return ModelPin(
+            id=self.model_id,
+            revision=self.revision,
+            weights_sha256=self.weights_sha256,
+            source=self.source,
+            source_variable="RAGPLANE_RERANKER_MODEL_SOURCE",
+            sha256_variable="RAGPLANE_RERANKER_WEIGHTS_SHA256",
+        )
+
 
 def rerank_order(scores: Sequence[float], weight: float, k: int = 60) -> list[int]:
     """Candidate indices in final order. The candidates come in retrieval order; with
@@ -113,41 +129,9 @@ class Scorer(Protocol):
     def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    folder: Path
-    model_id: str
-    revision: str
-    weights_sha256: str
-
-
-def resolve(settings: RerankerSettings) -> LoadedModel:
+def resolve(settings: RerankerSettings) -> ResolvedModel:
     """The reranker's model folder, its weights checked against the pin. Blocking."""
-    from ragplane.generator.model import ensure_hf_model, weights_sha256
-
-    if settings.backend == "causal-lm" and not settings.source:
-        shipped = ensure_hf_model(state_dir())
-        return LoadedModel(shipped.path, shipped.model_id, shipped.revision, shipped.weights_sha256)
-    if settings.source == "hub":
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(settings.model_id, revision=settings.revision or None))
-    else:
-        folder = Path(settings.source).expanduser()
-        if not (folder / "config.json").is_file():
-            raise ConfigError(
-                f"RAGPLANE_RERANKER_MODEL_SOURCE={settings.source!r} is not a model folder "
-                "(no config.json)"
-            )
-    actual = weights_sha256(folder)
-    if actual != settings.weights_sha256:
-        raise ConfigError(
-            f"reranker weights at {folder} have sha256 {actual}, but "
-            f"RAGPLANE_RERANKER_WEIGHTS_SHA256 pins {settings.weights_sha256}; refusing to start"
-        )
-    return LoadedModel(
-        folder, settings.model_id or folder.name, settings.revision or "local", actual
-    )
+    return models.resolve(settings.pin())
 
 
 class CrossEncoderScorer:
@@ -265,11 +249,9 @@ def load(settings: RerankerSettings) -> Reranker:
     model = resolve(settings)
     scorer: Scorer
     if settings.backend == "cross-encoder":
-        scorer = CrossEncoderScorer(model.folder, settings.max_passage_tokens, settings.batch_size)
+        scorer = CrossEncoderScorer(model.path, settings.max_passage_tokens, settings.batch_size)
     else:
-        scorer = QueryLikelihoodScorer(
-            model.folder, settings.max_passage_tokens, settings.batch_size
-        )
-    label = f"{settings.backend}:{model.model_id}@{model.revision}"
+        scorer = QueryLikelihoodScorer(model.path, settings.max_passage_tokens, settings.batch_size)
+    label = f"{settings.backend}:{model.id}@{model.revision}"
     log.info("reranker %s loaded (weights sha256 %s)", label, model.weights_sha256[:12])
     return Reranker(settings, scorer, label)

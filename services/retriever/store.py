@@ -16,20 +16,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
 from pymilvus import (
     AnnSearchRequest,
-    DataType,
-    Function,
-    FunctionType,
     MilvusClient,
     MilvusException,
     RRFRanker,
+    Status,
     WeightedRanker,
 )
+from pymilvus.exceptions import ErrorCode
 
 from ragplane.errors import (
     DeadlineExceeded,
@@ -38,54 +37,13 @@ from ragplane.errors import (
     RagplaneError,
     Unavailable,
 )
+from ragplane.retriever import schema
+from ragplane.retriever.schema import CHUNK_FIELDS as CHUNK_FIELDS  # bench/retriever.py
+from ragplane.retriever.schema import DENSE_FIELD, SPARSE_FIELD, DocumentChunks, StoredChunk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# The embedding model is a collection property: Milvus Lite persists properties across
-# restarts (it drops the collection description), and Milvus servers keep custom ones.
-MODEL_PROPERTY = "ragplane.embedding_model"
-SCHEMA_PROPERTY = "ragplane.schema_version"
-# 2 added the tags array; collections of schema 1 still serve, without tags.
-# 3 added the keywords field: BM25 over a chunk's title and section as well as its text
-# (a reference page's name is in its title, not in every chunk). Collections of schema 1
-# and 2 still serve, with BM25 over the text alone.
-SCHEMA_VERSION = "3"
-KEYWORDS_SCHEMA = 3
-
-# Unicode word tokenizer + lowercase: max_wal_senders, 23505 and pg_dump stay single
-# terms, --no-owner becomes "no" "owner" (both kept: no stop-word filter). Milvus Lite
-# only has "standard" and "jieba"; a whitespace tokenizer would also glue punctuation
-# to words ("max_wal_senders," would not match "max_wal_senders").
-TEXT_ANALYZER: dict[str, Any] = {"tokenizer": "standard", "filter": ["lowercase"]}
-
-# VARCHAR limits; Milvus counts UTF-8 bytes.
-MAX_BYTES = {
-    "id": 512,
-    "doc_id": 2048,
-    "doc_hash": 128,
-    "title": 2048,
-    "source": 4096,
-    "section": 2048,
-    "content_hash": 128,
-    "text": 65535,
-    "keywords": 65535,
-    "tag": 128,
-}
-MAX_TAGS = 32
-CHUNK_FIELDS = [
-    "id",
-    "doc_id",
-    "doc_hash",
-    "title",
-    "source",
-    "section",
-    "position",
-    "content_hash",
-    "text",
-]
-DENSE_FIELD = "dense"
-SPARSE_FIELD = "sparse"
 RRF_K = 60
 WRITE_BATCH_ROWS = 500
 QUERY_PAGE_ROWS = 1000
@@ -110,10 +68,9 @@ class Fusion:
         return RRFRanker(self.rrf_k)
 
 
-# Milvus error codes (pymilvus ErrorCode and Milvus' merr share them).
-COLLECTION_NOT_FOUND = 100
+# Milvus' merr code for "collection not loaded", which pymilvus' ErrorCode does not name
+# (its COLLECTION_NOT_FOUND, 100, is merr's too).
 COLLECTION_NOT_LOADED = 101
-CONNECT_FAILED = 2
 # How long a call keeps retrying while Milvus is unreachable (e.g. restarting).
 RECONNECT_WINDOW_S = 3.0
 
@@ -142,10 +99,12 @@ class ModelRecord:
 
 @dataclass(frozen=True)
 class Hit:
-    """One search result: the chunk's stored fields and its score (higher is better)."""
+    """One search result: the chunk, its score (higher is better) and, when the search
+    asked for it, its dense vector."""
 
-    fields: dict[str, Any]
+    chunk: StoredChunk
     score: float
+    vector: Sequence[float] | None = None
 
 
 @dataclass
@@ -347,7 +306,7 @@ class MilvusStore:
 
     def _translate(self, exc: MilvusException, what: str, collection: str | None) -> RagplaneError:
         code, message = exc.code, exc.message or type(exc).__name__
-        if code == COLLECTION_NOT_FOUND and collection is not None:
+        if code == ErrorCode.COLLECTION_NOT_FOUND and collection is not None:
             self._models.pop(collection, None)
             self._schemas.pop(collection, None)
             return missing(collection)
@@ -367,10 +326,22 @@ class MilvusStore:
     # Collections
 
     async def model_of(self, collection: str, max_age_s: float = 0.0) -> ModelRecord:
-        """The model a collection is bound to; NOT_FOUND if it does not exist. With
-        max_age_s, an answer read that recently is reused: searches pass the model cache
-        age, so a busy retriever does not describe the collection before every search
-        (a Milvus round trip each), while writes always read it fresh."""
+        """The model a collection is bound to; NOT_FOUND if it does not exist,
+        FAILED_PRECONDITION if ragplane did not create it. With max_age_s, an answer
+        read that recently is reused: searches pass the model cache age, so a busy
+        retriever does not describe the collection before every search (a Milvus round
+        trip each), while writes always read it fresh."""
+        model = await self.recorded_model(collection, max_age_s)
+        if model is None:
+            raise FailedPrecondition(
+                f"collection '{collection}' was not created by ragplane "
+                "(it records no embedding model)"
+            )
+        return model
+
+    async def recorded_model(self, collection: str, max_age_s: float = 0.0) -> ModelRecord | None:
+        """The model a collection records, None if it records none (ragplane did not
+        create it); NOT_FOUND if it does not exist."""
         cached = self._models.get(collection)
         if cached is not None and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
@@ -380,20 +351,24 @@ class MilvusStore:
             collection,
         )
         properties = described.get("properties", {})
-        self._schemas[collection] = properties.get(SCHEMA_PROPERTY, "1")
-        raw = properties.get(MODEL_PROPERTY)
+        self._schemas[collection] = properties.get(schema.SCHEMA_PROPERTY, "1")
+        raw = properties.get(schema.MODEL_PROPERTY)
         if not raw:
-            raise FailedPrecondition(
-                f"collection '{collection}' was not created by ragplane "
-                "(it records no embedding model)"
-            )
+            return None
         model = ModelRecord(**json.loads(raw))
         self._models[collection] = (time.monotonic(), model)
         return model
 
+    async def collection_names(self) -> list[str]:
+        """Every collection in the Milvus database, ragplane's or not."""
+        names = await self._call(
+            "list of collections", lambda c: c.list_collections(timeout=self._timeout)
+        )
+        return list(names)
+
     async def has_tags(self, collection: str) -> bool:
         """Whether the collection's schema has the tags array (schema 2 and later)."""
-        return await self._schema(collection) >= 2
+        return await self._schema(collection) >= schema.TAGS_SCHEMA
 
     async def _schema(self, collection: str) -> int:
         if collection not in self._schemas:
@@ -408,18 +383,18 @@ class MilvusStore:
                 return False
             c.create_collection(
                 collection,
-                schema=_schema(c, model.dimension),
-                index_params=_index_params(c),
+                schema=schema.collection_schema(c, model.dimension),
+                index_params=schema.index_params(c),
                 # Strong: a chunk is searchable, and listed, as soon as Upsert returns.
                 consistency_level="Strong",
                 properties={
-                    MODEL_PROPERTY: json.dumps(asdict(model)),
-                    SCHEMA_PROPERTY: SCHEMA_VERSION,
+                    schema.MODEL_PROPERTY: json.dumps(asdict(model)),
+                    schema.SCHEMA_PROPERTY: schema.SCHEMA_VERSION,
                 },
                 timeout=self._timeout,
             )
             c.load_collection(collection, timeout=self._timeout)
-            self._schemas[collection] = SCHEMA_VERSION
+            self._schemas[collection] = schema.SCHEMA_VERSION
             return True
 
         async with self._create_lock:
@@ -430,7 +405,7 @@ class MilvusStore:
 
         def drop(c: MilvusClient) -> None:
             if not c.has_collection(collection, timeout=self._timeout):
-                raise MilvusException(COLLECTION_NOT_FOUND, "no such collection")
+                raise MilvusException(ErrorCode.COLLECTION_NOT_FOUND, "no such collection")
             c.drop_collection(collection, timeout=self._timeout)
 
         async with self._create_lock, self._write_lock(collection):
@@ -476,30 +451,29 @@ class MilvusStore:
         return sorted(found.values(), key=lambda d: d.doc_id)
 
     async def replace_documents(
-        self, collection: str, documents: Sequence[tuple[str, list[dict[str, Any]]]]
+        self, collection: str, documents: Sequence[DocumentChunks]
     ) -> list[tuple[int, int]]:
         """Makes each document's rows its only chunks: writes them all first, then deletes
         the documents' other chunks, so readers never see a document without chunks.
         One query finds the stale chunks of every document in the request (a filtered
         query scans Milvus Lite's unflushed rows, so one per document was the indexing
         bottleneck). Returns (chunks written, chunks deleted) per document."""
-        rows = [row for _, doc_rows in documents for row in doc_rows]
-        if await self._schema(collection) >= KEYWORDS_SCHEMA:
-            rows = [{**row, "keywords": keywords(row)} for row in rows]
+        version = await self._schema(collection)
+        rows = [chunk.row(version) for doc in documents for chunk in doc.chunks]
         async with self._write_lock(collection):
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
             stored = await self._rows(
-                collection, filter_expression([d for d, _ in documents]), ["id", "doc_id"]
+                collection, filter_expression([d.doc_id for d in documents]), ["id", "doc_id"]
             )
             fresh = {row["id"] for row in rows}
             stale = [row for row in stored if row["id"] not in fresh]
             await self._delete_ids(collection, {row["id"] for row in stale})
             await self._maybe_flush(collection, len(rows) + len(stale))
-        deleted = {doc_id: 0 for doc_id, _ in documents}
+        deleted = {doc.doc_id: 0 for doc in documents}
         for row in stale:
             deleted[row["doc_id"]] += 1
-        return [(len(doc_rows), deleted[doc_id]) for doc_id, doc_rows in documents]
+        return [(len(doc.chunks), deleted[doc.doc_id]) for doc in documents]
 
     async def _maybe_flush(self, collection: str, changed: int) -> None:
         """Counts rows written under the collection's write lock; on Milvus Lite, flushes
@@ -619,10 +593,8 @@ class MilvusStore:
         with_tags: bool = True,
     ) -> list[Hit]:
         """Dense (COSINE) with only a vector, BM25 with only text, both fused (RRF or
-        weighted) with both. `with_vectors` adds each chunk's dense vector to its fields."""
-        fields = [*CHUNK_FIELDS, "tags"] if with_tags else list(CHUNK_FIELDS)
-        if with_vectors:
-            fields.append(DENSE_FIELD)
+        weighted) with both. `with_vectors` fetches each chunk's dense vector too."""
+        fields = schema.output_fields(with_tags, with_vectors)
         if vector is not None and text is not None:
             return await self._hybrid(collection, vector, text, filter_expr, limit, fields, fusion)
         if vector is not None:
@@ -634,7 +606,7 @@ class MilvusStore:
                 collection, SPARSE_FIELD, text, "BM25", filter_expr, limit, fields
             )
             # BM25 is never negative; Milvus Lite reports it negated.
-            return [Hit(h.fields, abs(h.score)) for h in hits]
+            return [replace(h, score=abs(h.score)) for h in hits]
         raise ValueError("search needs a vector, a text or both")
 
     async def _single(
@@ -734,71 +706,21 @@ def _is_milvus_lite(client: MilvusClient, timeout: float) -> bool:
 
 def _unreachable(exc: MilvusException) -> bool:
     """Connection-level failures: Milvus down, restarting or unreachable."""
-    return exc.code in (CONNECT_FAILED, grpc.StatusCode.UNAVAILABLE)
+    return exc.code in (Status.CONNECT_FAILED, grpc.StatusCode.UNAVAILABLE)
 
 
 def missing(collection: str) -> NotFound:
     return NotFound(f"collection '{collection}' does not exist")
 
 
-def keywords(row: dict[str, Any]) -> str:
-    """The text BM25 indexes for a chunk row: its title, section and text, cut to the
-    field's limit at a character boundary (a chunk's text alone always fits)."""
-    joined = f"{row['title']}\n{row['section']}\n\n{row['text']}"
-    data = joined.encode()
-    if len(data) <= MAX_BYTES["keywords"]:
-        return joined
-    return data[: MAX_BYTES["keywords"]].decode(errors="ignore")
-
-
 def _hits(results: Any) -> list[Hit]:
     if not results:
         return []
     return [
-        Hit(fields={**hit["entity"], "id": hit["id"]}, score=float(hit["distance"]))
+        Hit(
+            StoredChunk.from_entity(hit["entity"], hit["id"]),
+            float(hit["distance"]),
+            hit["entity"].get(DENSE_FIELD),
+        )
         for hit in results[0]
     ]
-
-
-def _schema(client: MilvusClient, dimension: int) -> Any:
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_BYTES["id"])
-    for name in ("doc_id", "doc_hash", "title", "source", "section", "content_hash"):
-        schema.add_field(name, DataType.VARCHAR, max_length=MAX_BYTES[name])
-    schema.add_field("position", DataType.INT64)
-    schema.add_field("text", DataType.VARCHAR, max_length=MAX_BYTES["text"])
-    # What BM25 reads: title, section and text (keywords()); stored, never returned.
-    schema.add_field(
-        "keywords",
-        DataType.VARCHAR,
-        max_length=MAX_BYTES["keywords"],
-        enable_analyzer=True,
-        analyzer_params=TEXT_ANALYZER,
-    )
-    schema.add_field(
-        "tags",
-        DataType.ARRAY,
-        element_type=DataType.VARCHAR,
-        max_capacity=MAX_TAGS,
-        max_length=MAX_BYTES["tag"],
-    )
-    schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
-    schema.add_function(
-        Function(
-            name="text_bm25",
-            function_type=FunctionType.BM25,
-            input_field_names=["keywords"],
-            output_field_names=[SPARSE_FIELD],
-        )
-    )
-    return schema
-
-
-def _index_params(client: MilvusClient) -> Any:
-    index = client.prepare_index_params()
-    index.add_index(DENSE_FIELD, index_type="AUTOINDEX", metric_type="COSINE")
-    index.add_index(SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
-    # doc_id filters run on every upsert and delete.
-    index.add_index("doc_id", index_type="INVERTED")
-    return index

@@ -75,8 +75,11 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 def state_dir() -> Path:
-    """Where models, Milvus data, logs and pid files live (RAGPLANE_STATE_DIR)."""
-    path = Path(env_str("RAGPLANE_STATE_DIR", str(Path.cwd() / ".ragplane"))).expanduser()
+    """Where models, Milvus data, logs and pid files live: RAGPLANE_STATE_DIR, else
+    $XDG_STATE_HOME/ragplane, else ~/.local/state/ragplane. Never the working directory,
+    so that `ragplane` commands find the same stack from anywhere."""
+    xdg = env_str("XDG_STATE_HOME", "") or str(Path.home() / ".local" / "state")
+    path = Path(env_str("RAGPLANE_STATE_DIR", str(Path(xdg) / "ragplane"))).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 

@@ -4,7 +4,6 @@ graceful SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import sys
@@ -19,14 +18,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from ragplane import telemetry
-from ragplane.config import env_float, env_int
+from ragplane import channels, telemetry
+from ragplane.config import env_float
 from ragplane.errors import ConfigError, RagplaneError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ragplane.access")
-
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -130,34 +127,12 @@ class _Observed:
         return guarded
 
 
-def channel_options() -> list[tuple[str, Any]]:
-    """Options for clients and servers alike: message size limits."""
-    limit = env_int("RAGPLANE_MAX_MESSAGE_BYTES", MAX_MESSAGE_BYTES, minimum=1024)
-    return [
-        ("grpc.max_receive_message_length", limit),
-        ("grpc.max_send_message_length", limit),
-    ]
-
-
-# Calls are spread over every address the target resolves to (a headless Kubernetes
-# Service resolves to its ready pods), not sent down one connection to one of them.
-ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
-
-
-def client_channel_options() -> list[tuple[str, Any]]:
-    """Options of a service's channels to the services behind it: round-robin over the
-    target's addresses. gRPC resolves the name again when a server ends a connection,
-    which servers do every RAGPLANE_GRPC_MAX_CONNECTION_AGE_SECONDS, so new replicas
-    get calls too."""
-    return [*channel_options(), ("grpc.service_config", ROUND_ROBIN)]
-
-
 def server_options() -> list[tuple[str, Any]]:
     """channel_options, and with RAGPLANE_GRPC_MAX_CONNECTION_AGE_SECONDS (0: never) the
     age at which a client connection is closed (GOAWAY), letting calls in flight finish
     within RAGPLANE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS: clients then connect again
     and see replicas added since."""
-    options = channel_options()
+    options = channels.channel_options()
     age = env_float("RAGPLANE_GRPC_MAX_CONNECTION_AGE_SECONDS", 0.0, minimum=0.0)
     if age > 0:
         grace = env_float("RAGPLANE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 300.0, minimum=0.0)

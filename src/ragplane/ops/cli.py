@@ -1,23 +1,40 @@
-"""`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID`."""
+"""`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID`.
+
+ingest, ask and delete go through ragplane.client to the local stack's gateway, or to
+another with --gateway HOST:PORT ($RAGPLANE_GATEWAY) or --http URL."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import grpc
 
-from ragplane.config import DEFAULT_PORTS, env_int, state_dir
-from ragplane.ops import stack
-from ragplane.server import channel_options
+from ragplane.channels import open_channel
+from ragplane.client import (
+    MODES,
+    Citation,
+    Citations,
+    Document,
+    Finished,
+    GatewayClient,
+    GatewayError,
+    GrpcClient,
+    HttpClient,
+    IngestResult,
+    IngestStatus,
+    SearchMode,
+)
+from ragplane.config import DEFAULT_PORTS, env_int, env_str, state_dir
+from ragplane.ops import processes, stack
 from ragplane.v1 import (
     embedder_pb2,
     embedder_pb2_grpc,
-    gateway_pb2,
-    gateway_pb2_grpc,
     generator_pb2,
     generator_pb2_grpc,
 )
@@ -26,6 +43,12 @@ DOCUMENT_SUFFIXES = {".md", ".markdown", ".html", ".htm", ".txt"}
 INGEST_BATCH = 8
 INGEST_TIMEOUT_S = 300.0
 ASK_TIMEOUT_S = 180.0
+# The commands that talk to a gateway (local or --gateway/--http), with their help.
+GATEWAY_COMMANDS = {
+    "ingest": "index files and folders (Markdown, HTML, text)",
+    "ask": "ask a question; the answer streams with its sources",
+    "delete": "remove a document's chunks",
+}
 
 
 def layout_from_env() -> stack.StackLayout:
@@ -51,37 +74,34 @@ def find_documents(paths: list[Path]) -> Iterator[tuple[str, Path]]:
 
 
 async def ingest(
-    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    gateway: GatewayClient,
     paths: list[Path],
     collection: str = "",
     out=sys.stdout,
-) -> list[gateway_pb2.DocumentResult]:
+) -> list[IngestResult]:
     """Sends documents in batches, drawing a progress line; returns every result."""
     found = list(find_documents(paths))
-    results: list[gateway_pb2.DocumentResult] = []
+    results: list[IngestResult] = []
     chunks = 0
     for start in range(0, len(found), INGEST_BATCH):
         batch = found[start : start + INGEST_BATCH]
         documents = [
-            gateway_pb2.Document(doc_id=doc_id, source=str(file), content=file.read_bytes())
+            Document(doc_id=doc_id, source=str(file), content=file.read_bytes())
             for doc_id, file in batch
         ]
-        reply = await gateway.Ingest(
-            gateway_pb2.IngestRequest(collection=collection, documents=documents),
-            timeout=INGEST_TIMEOUT_S,
-        )
-        results.extend(reply.results)
-        chunks += sum(r.chunks_written for r in reply.results)
+        replies = await gateway.ingest(documents, collection=collection, timeout=INGEST_TIMEOUT_S)
+        results.extend(replies)
+        chunks += sum(r.chunks_written for r in replies)
         _progress(out, len(results), len(found), chunks)
     out.write("\n")
-    summary = {s: 0 for s in ("WRITTEN", "UNCHANGED", "FAILED")}
+    summary = dict.fromkeys(IngestStatus, 0)
     for r in results:
-        summary[gateway_pb2.IngestStatus.Name(r.status).removeprefix("INGEST_STATUS_")] += 1
-        if r.status == gateway_pb2.INGEST_STATUS_FAILED:
+        summary[r.status] += 1
+        if r.status == IngestStatus.FAILED:
             out.write(f"  failed {r.doc_id}: {r.error}\n")
     out.write(
-        f"{summary['WRITTEN']} written, {summary['UNCHANGED']} unchanged, "
-        f"{summary['FAILED']} failed; {chunks} chunks written\n"
+        f"{summary[IngestStatus.WRITTEN]} written, {summary[IngestStatus.UNCHANGED]} unchanged, "
+        f"{summary[IngestStatus.FAILED]} failed; {chunks} chunks written\n"
     )
     return results
 
@@ -95,41 +115,80 @@ def _progress(out, done: int, total: int, chunks: int, width: int = 30) -> None:
 
 
 async def ask(
-    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    gateway: GatewayClient,
     question: str,
     collection: str = "",
     out=sys.stdout,
-) -> tuple[str, list[gateway_pb2.Citation], gateway_pb2.AskFinished]:
+    *,
+    top_k: int = 0,
+    mode: SearchMode | None = None,
+    tags: Iterable[str] = (),
+    max_tokens: int = 0,
+) -> tuple[str, list[Citation], Finished]:
     """Prints the streamed answer, then its sources and timings."""
-    out.write(f"Q: {question}\nA: ")
     answer: list[str] = []
-    citations: list[gateway_pb2.Citation] = []
-    finished = gateway_pb2.AskFinished()
-    stream = gateway.Ask(
-        gateway_pb2.AskRequest(collection=collection, question=question), timeout=ASK_TIMEOUT_S
+    citations: list[Citation] = []
+    finished = Finished("stop")
+    events = gateway.ask(
+        question,
+        collection=collection,
+        top_k=top_k,
+        mode=mode,
+        tags=tags,
+        max_tokens=max_tokens,
+        timeout=ASK_TIMEOUT_S,
     )
-    async for event in stream:
-        if event.HasField("citations"):
-            citations = list(event.citations.citations)
-        elif event.HasField("finished"):
-            finished = event.finished
+    started = False
+    async for event in events:
+        if not started:
+            # Once the gateway answers, so that a refusal is not printed after "A:".
+            out.write(f"Q: {question}\nA: ")
+            started = True
+        if isinstance(event, Citations):
+            citations = event.citations
+        elif isinstance(event, Finished):
+            finished = event
         else:
-            answer.append(event.delta)
-            out.write(event.delta)
+            answer.append(event.text)
+            out.write(event.text)
             out.flush()
     out.write("\n")
+    if finished.cut:
+        out.write(
+            f"[answer cut at the token limit ({finished.usage.completion_tokens} tokens); "
+            "raise --max-tokens for the rest]\n"
+        )
     if citations:
         out.write("Sources:\n")
         for c in citations:
             where = f"{c.title} — {c.section}" if c.section else c.title
             out.write(f"  [{c.index}] {where} ({c.source})\n")
     t = finished.timings
+    abstained = f"abstained: {finished.abstain_reason}, " if finished.abstained else ""
     out.write(
-        f"({'abstained, ' if finished.abstained else ''}embed {t.embed_ms:.0f} ms, "
+        f"({abstained}embed {t.embed_ms:.0f} ms, "
         f"retrieve {t.retrieve_ms:.0f} ms, first token {t.time_to_first_token_ms:.0f} ms, "
         f"total {t.total_ms:.0f} ms, {finished.usage.completion_tokens} tokens)\n\n"
     )
     return "".join(answer), citations, finished
+
+
+async def ask_json(gateway: GatewayClient, question: str, out=sys.stdout, **settings) -> None:
+    """Prints the whole answer as one JSON object (`ragplane ask --json`)."""
+    answer, citations, finished = await gateway.ask_text(
+        question, timeout=ASK_TIMEOUT_S, **settings
+    )
+    reply = {
+        "answer": answer,
+        "citations": [asdict(c) for c in citations],
+        "finish_reason": finished.finish_reason,
+        "abstained": finished.abstained,
+        "abstain_reason": finished.abstain_reason,
+        "unknown_names": list(finished.unknown_names),
+        "usage": asdict(finished.usage),
+        "timings": asdict(finished.timings),
+    }
+    out.write(json.dumps(reply, ensure_ascii=False) + "\n")
 
 
 async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
@@ -139,9 +198,10 @@ async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
         pid = stack.running_pid(layout, name)
         address = layout.address(name)
         if name == "milvus":
-            state = "SERVING" if stack.port_open(layout.host, layout.ports[name]) else "UNREACHABLE"
+            accepting = await processes.port_accepts(layout.host, layout.ports[name])
+            state = "SERVING" if accepting else "UNREACHABLE"
         else:
-            state = await stack.health_status(address)
+            state = await processes.health_status(address)
         model = await _model_of(name, address) if state == "SERVING" else ""
         healthy &= state == "SERVING"
         out.write(f"{name:<10} {state:<12} pid {pid or '-':<8} {address:<22} {model}\n")
@@ -149,7 +209,7 @@ async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
 
 
 async def _model_of(name: str, address: str) -> str:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         try:
             if name == "embedder":
                 info = await embedder_pb2_grpc.EmbedderServiceStub(channel).Info(
@@ -168,10 +228,13 @@ async def _model_of(name: str, address: str) -> str:
 
 
 def gateway_channel(layout: stack.StackLayout) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(layout.address("gateway"), options=channel_options())
+    return open_channel(layout.address("gateway"))
 
 
 async def _main(args: argparse.Namespace) -> int:
+    if args.command in GATEWAY_COMMANDS:
+        # A remote gateway needs no local state dir: the layout is only read without one.
+        return await _gateway_command(args)
     layout = layout_from_env()
     if args.command == "up":
         await stack.up(layout)
@@ -181,24 +244,57 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     if args.command == "status":
         return 0 if await status(layout) else 1
-    async with gateway_channel(layout) as channel:
-        gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
-        if args.command == "ingest":
-            results = await ingest(gateway, args.paths, args.collection)
-            return 1 if any(r.status == gateway_pb2.INGEST_STATUS_FAILED for r in results) else 0
-        if args.command == "ask":
-            await ask(gateway, args.question, args.collection)
-            return 0
-        if args.command == "delete":
-            reply = await gateway.DeleteDocument(
-                gateway_pb2.GatewayServiceDeleteDocumentRequest(
-                    collection=args.collection, doc_id=args.doc_id
-                ),
-                timeout=60,
-            )
-            print(f"deleted {reply.chunks_deleted} chunks of {args.doc_id}")
-            return 0
     return 2
+
+
+def gateway_client(args: argparse.Namespace) -> GatewayClient:
+    """--http URL, else --gateway HOST:PORT, else RAGPLANE_GATEWAY, else the local stack's."""
+    if args.http:
+        return HttpClient(args.http)
+    target = args.gateway or env_str("RAGPLANE_GATEWAY", "")
+    return GrpcClient(target or layout_from_env().address("gateway"))
+
+
+async def _gateway_command(args: argparse.Namespace) -> int:
+    gateway = gateway_client(args)
+    try:
+        async with gateway:
+            return await _call_gateway(gateway, args)
+    except GatewayError as exc:
+        if exc.unreachable:
+            sys.stderr.write(
+                f"ragplane: no gateway at {gateway.address}: start the stack with "
+                "`ragplane up`, or pass --gateway\n"
+            )
+        else:
+            sys.stderr.write(f"ragplane: {exc.code}: {exc.message}\n")
+        return 1
+
+
+async def _call_gateway(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    if args.command == "ingest":
+        results = await ingest(gateway, args.paths, args.collection)
+        return 1 if any(r.status == IngestStatus.FAILED for r in results) else 0
+    if args.command == "ask":
+        settings = {
+            "collection": args.collection,
+            "top_k": args.top_k,
+            "mode": args.mode,
+            "tags": args.tag,
+            "max_tokens": args.max_tokens,
+        }
+        if args.json:
+            await ask_json(gateway, args.question, **settings)
+        else:
+            await ask(gateway, args.question, **settings)
+        return 0
+    deleted = await gateway.delete(args.doc_id, args.collection)
+    if not deleted:
+        where = repr(args.collection) if args.collection else "the default collection"
+        sys.stderr.write(f"ragplane: no document {args.doc_id!r} in {where}\n")
+        return 1
+    print(f"deleted {deleted} chunks of {args.doc_id}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -207,20 +303,46 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("up", help="start Milvus Lite and the four services on loopback")
     sub.add_parser("down", help="stop everything `up` started")
     sub.add_parser("status", help="health, pid, address and model of each process")
-    for name, helptext in (
-        ("ingest", "index files and folders (Markdown, HTML, text)"),
-        ("ask", "ask a question; the answer streams with its sources"),
-        ("delete", "remove a document's chunks"),
-    ):
+    for name, helptext in GATEWAY_COMMANDS.items():
         cmd = sub.add_parser(name, help=helptext)
+        where = cmd.add_mutually_exclusive_group()
+        where.add_argument(
+            "--gateway",
+            metavar="HOST:PORT",
+            help="the gateway's gRPC address (default: $RAGPLANE_GATEWAY, else the local stack)",
+        )
+        where.add_argument(
+            "--http", metavar="URL", help="use the gateway's HTTP API at URL instead of gRPC"
+        )
         cmd.add_argument("--collection", default="", help="collection (gateway default if empty)")
         if name == "ingest":
             cmd.add_argument("paths", nargs="+", type=Path)
         elif name == "ask":
             cmd.add_argument("question")
+            cmd.add_argument("--top-k", type=_count, default=0, help="chunks to retrieve")
+            cmd.add_argument("--mode", choices=list(MODES), help="search mode (gateway default)")
+            cmd.add_argument(
+                "--tag",
+                action="append",
+                default=[],
+                help="only documents with this tag (repeatable: any of them)",
+            )
+            cmd.add_argument("--max-tokens", type=_count, default=0, help="answer length limit")
+            cmd.add_argument(
+                "--json",
+                action="store_true",
+                help="print one JSON object: answer, citations, finish_reason, abstained, ...",
+            )
         else:
             cmd.add_argument("doc_id")
     return p
+
+
+def _count(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{raw} is negative")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -230,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     except grpc.aio.AioRpcError as exc:
         sys.stderr.write(f"ragplane: {exc.code().name}: {exc.details()}\n")
         code = 1
-    except stack.StartError as exc:
+    except processes.StartError as exc:
         sys.stderr.write(f"ragplane: {exc}\n")
         code = 1
     sys.exit(code)

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from ragplane.client import GrpcClient
 from ragplane.ops import stack
-from ragplane.ops.cli import ask, gateway_channel, ingest, layout_from_env
-from ragplane.v1 import gateway_pb2_grpc
+from ragplane.ops.cli import ask, ingest, layout_from_env
 
 # The sample corpus, relative to the repository root `make demo` runs from.
 CORPUS = Path("samples") / "handbook"
@@ -29,8 +29,7 @@ async def run(corpus: Path) -> int:
     await stack.up(layout)
     timings["start"] = time.perf_counter() - t
     try:
-        async with gateway_channel(layout) as channel:
-            gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
+        async with GrpcClient(layout.address("gateway")) as gateway:
             t = time.perf_counter()
             print(f"\nIndexing {corpus} ...")
             await ingest(gateway, [corpus])

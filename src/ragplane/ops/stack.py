@@ -8,19 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ragplane.config import DEFAULT_PORTS
+from ragplane.ops import processes
 from ragplane.ops.milvus_lite import milvus_lite_command
 from ragplane.telemetry import METRICS_PORTS
 
@@ -89,74 +84,33 @@ def running_pid(layout: StackLayout, name: str) -> int | None:
         pid = int(layout.pid_file(name).read_text())
     except (FileNotFoundError, ValueError):
         return None
-    return pid if psutil.pid_exists(pid) and _is_ours(pid) else None
-
-
-def _is_ours(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return pid if processes.pid_alive(pid) else None
 
 
 def launch(layout: StackLayout, name: str, env: dict[str, str]) -> int:
     """Starts one process detached from the caller's session; returns its pid."""
     layout.run_dir.mkdir(parents=True, exist_ok=True)
-    layout.log_dir.mkdir(parents=True, exist_ok=True)
-    with layout.log_file(name).open("ab") as log:
-        proc = subprocess.Popen(
-            command(layout, name),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = processes.start_process(
+        command(layout, name), layout.log_file(name), env=env, name=name, detach=True
+    )
     layout.pid_file(name).write_text(str(proc.pid))
     return proc.pid
 
 
-async def health_status(address: str, wait_s: float = 2.0) -> str:
-    """SERVING, NOT_SERVING, or UNREACHABLE."""
-    try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=wait_s)
-            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    except grpc.aio.AioRpcError:
-        return "UNREACHABLE"
-
-
-def port_open(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) == 0
-
-
-class StartError(RuntimeError):
-    """A stack process died or did not become ready; the message has its log tail."""
-
-
 async def wait_ready(layout: StackLayout, name: str, pid: int) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S[name]
-    while time.monotonic() < deadline:
-        if not _is_ours(pid):
-            raise StartError(f"{name} exited during start-up:\n{log_tail(layout, name)}")
-        if name == "milvus":
-            if port_open(layout.host, layout.ports["milvus"]):
-                return
-        elif await health_status(layout.address(name)) == "SERVING":
-            return
-        await asyncio.sleep(0.5)
-    raise StartError(f"{name} not ready after {START_TIMEOUT_S[name]} s:\n{log_tail(layout, name)}")
-
-
-def log_tail(layout: StackLayout, name: str, lines: int = 30) -> str:
-    try:
-        text = layout.log_file(name).read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
+    """Returns once Milvus accepts connections or a service reports SERVING; raises
+    processes.StartError with the log tail if the process exits or the time runs out."""
+    host, port = layout.host, layout.ports[name]
+    await processes.wait_ready(
+        (lambda: processes.port_accepts(host, port))
+        if name == "milvus"
+        else (lambda: processes.serving(layout.address(name))),
+        name=name,
+        alive=lambda: processes.pid_alive(pid),
+        log=layout.log_file(name),
+        within_s=START_TIMEOUT_S[name],
+        interval=0.5,
+    )
 
 
 async def up(layout: StackLayout, env_extra: dict[str, str] | None = None, report=print) -> None:
@@ -183,27 +137,9 @@ def down(layout: StackLayout, timeout: float = 30.0, report=print) -> None:
     for name in ("gateway", "generator", "retriever", "embedder", "milvus"):
         pid = running_pid(layout, name)
         if pid is not None:
-            stop_process_tree(pid, timeout)
+            processes.stop_process_tree(pid, timeout)
             report(f"stopped {name} (pid {pid})")
         layout.pid_file(name).unlink(missing_ok=True)
-
-
-def stop_process_tree(pid: int, timeout: float) -> None:
-    try:
-        root = psutil.Process(pid)
-        children = root.children(recursive=True)
-        root.send_signal(signal.SIGTERM)
-    except psutil.NoSuchProcess:
-        return
-    _, alive = psutil.wait_procs([root], timeout=timeout)
-    # Whatever the service left behind (e.g. vLLM's engine core) goes too.
-    procs = [p for p in [*alive, *children] if p.is_running()]
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=5)
 
 
 def peak_rss_bytes(layout: StackLayout) -> dict[str, int]:

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from ragplane.v1 import common_pb2 as ragplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ragplane/v1/gateway.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"l\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\x12\x0c\n\x04tags\x18\x06 \x03(\t\"M\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Document\"\x8a\x01\n\x0e\x44ocumentResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.ragplane.v1.IngestStatus\x12\x16\n\x0e\x63hunks_written\x18\x03 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\">\n\x0eIngestResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.DocumentResult\"I\n#GatewayServiceDeleteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\">\n$GatewayServiceDeleteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\xc6\x02\n\nAskRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12#\n\x06\x66usion\x18\x07 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\t \x03(\t\x12\x36\n\x10identifier_boost\x18\n \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\"\x8e\x01\n\x08\x43itation\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07section\x18\x05 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x12\n\ncollection\x18\x08 \x01(\t\"5\n\tCitations\x12(\n\tcitations\x18\x01 \x03(\x0b\x32\x15.ragplane.v1.Citation\"\xa2\x01\n\x0cStageTimings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\x12\x13\n\x0bgenerate_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x11\n\trerank_ms\x18\x07 \x01(\x01\"\xec\x01\n\x0b\x41skFinished\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.ragplane.v1.Usage\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.ragplane.v1.StageTimings\x12\x11\n\tabstained\x18\x04 \x01(\x08\x12\x32\n\x0e\x61\x62stain_reason\x18\x05 \x01(\x0e\x32\x1a.ragplane.v1.AbstainReason\x12\x15\n\runknown_names\x18\x06 \x03(\t\"\x82\x01\n\x0b\x41skResponse\x12+\n\tcitations\x18\x01 \x01(\x0b\x32\x16.ragplane.v1.CitationsH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12,\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinishedH\x00\x42\x07\n\x05\x65vent\";\n\x0f\x41skUnaryRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.AskRequest\"x\n\x10\x41skUnaryResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12(\n\tcitations\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Citation\x12*\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinished\"\xd7\x02\n\x1bGatewayServiceSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12#\n\x06\x66usion\x18\x06 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\x07 \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\x08 \x03(\t\x12\x36\n\x10identifier_boost\x18\t \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12\x15\n\rcontext_top_k\x18\n \x01(\r\"[\n\rSearchTimings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x11\n\trerank_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xbe\x01\n\x1cGatewayServiceSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ScoredChunk\x12\x32\n\x0e\x61\x62stain_reason\x18\x02 \x01(\x0e\x32\x1a.ragplane.v1.AbstainReason\x12\x15\n\runknown_names\x18\x03 \x03(\t\x12+\n\x07timings\x18\x04 \x01(\x0b\x32\x1a.ragplane.v1.SearchTimings*\x7f\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15INGEST_STATUS_WRITTEN\x10\x01\x12\x1b\n\x17INGEST_STATUS_UNCHANGED\x10\x02\x12\x18\n\x14INGEST_STATUS_FAILED\x10\x03*\x8f\x01\n\rAbstainReason\x12\x1e\n\x1a\x41\x42STAIN_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x42STAIN_REASON_NO_HITS\x10\x01\x12 \n\x1c\x41\x42STAIN_REASON_LOW_RELEVANCE\x10\x02\x12 \n\x1c\x41\x42STAIN_REASON_UNKNOWN_NAMES\x10\x03\x32\xae\x03\n\x0eGatewayService\x12\x41\n\x06Ingest\x12\x1a.ragplane.v1.IngestRequest\x1a\x1b.ragplane.v1.IngestResponse\x12u\n\x0e\x44\x65leteDocument\x12\x30.ragplane.v1.GatewayServiceDeleteDocumentRequest\x1a\x31.ragplane.v1.GatewayServiceDeleteDocumentResponse\x12:\n\x03\x41sk\x12\x17.ragplane.v1.AskRequest\x1a\x18.ragplane.v1.AskResponse0\x01\x12G\n\x08\x41skUnary\x12\x1c.ragplane.v1.AskUnaryRequest\x1a\x1d.ragplane.v1.AskUnaryResponse\x12]\n\x06Search\x12(.ragplane.v1.GatewayServiceSearchRequest\x1a).ragplane.v1.GatewayServiceSearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ragplane/v1/gateway.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"l\n\x08\x44ocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x05 \x01(\x0c\x12\x0c\n\x04tags\x18\x06 \x03(\t\"M\n\rIngestRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12(\n\tdocuments\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Document\"\x8a\x01\n\x0e\x44ocumentResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.ragplane.v1.IngestStatus\x12\x16\n\x0e\x63hunks_written\x18\x03 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\">\n\x0eIngestResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.DocumentResult\"I\n#GatewayServiceDeleteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\">\n$GatewayServiceDeleteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\x9c\x03\n\nAskRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\x12\n\nmax_tokens\x18\x06 \x01(\r\x12#\n\x06\x66usion\x18\x07 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\t \x03(\t\x12\x36\n\x10identifier_boost\x18\n \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12\"\n\x07history\x18\x0b \x03(\x0b\x32\x11.ragplane.v1.Turn\x12\x13\n\x0btemperature\x18\x0c \x01(\x02\x12\r\n\x05top_p\x18\r \x01(\x02\x12\x0c\n\x04stop\x18\x0e \x03(\t\"%\n\x04Turn\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xaf\x01\n\x08\x43itation\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07section\x18\x05 \x01(\t\x12\x10\n\x08\x63hunk_id\x18\x06 \x01(\t\x12\r\n\x05score\x18\x07 \x01(\x02\x12\x12\n\ncollection\x18\x08 \x01(\t\x12\x0c\n\x04text\x18\t \x01(\t\x12\x11\n\trelevance\x18\n \x01(\x02\"5\n\tCitations\x12(\n\tcitations\x18\x01 \x03(\x0b\x32\x15.ragplane.v1.Citation\"\xa2\x01\n\x0cStageTimings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x11\n\tprompt_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\x12\x13\n\x0bgenerate_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x11\n\trerank_ms\x18\x07 \x01(\x01\"\xec\x01\n\x0b\x41skFinished\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.ragplane.v1.Usage\x12*\n\x07timings\x18\x03 \x01(\x0b\x32\x19.ragplane.v1.StageTimings\x12\x11\n\tabstained\x18\x04 \x01(\x08\x12\x32\n\x0e\x61\x62stain_reason\x18\x05 \x01(\x0e\x32\x1a.ragplane.v1.AbstainReason\x12\x15\n\runknown_names\x18\x06 \x03(\t\"\x82\x01\n\x0b\x41skResponse\x12+\n\tcitations\x18\x01 \x01(\x0b\x32\x16.ragplane.v1.CitationsH\x00\x12\x0f\n\x05\x64\x65lta\x18\x02 \x01(\tH\x00\x12,\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinishedH\x00\x42\x07\n\x05\x65vent\";\n\x0f\x41skUnaryRequest\x12(\n\x07request\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.AskRequest\"x\n\x10\x41skUnaryResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12(\n\tcitations\x18\x02 \x03(\x0b\x32\x15.ragplane.v1.Citation\x12*\n\x08\x66inished\x18\x03 \x01(\x0b\x32\x18.ragplane.v1.AskFinished\"\xd7\x02\n\x1bGatewayServiceSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12%\n\x04mode\x18\x04 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x05 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12#\n\x06\x66usion\x18\x06 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\x07 \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\x08 \x03(\t\x12\x36\n\x10identifier_boost\x18\t \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12\x15\n\rcontext_top_k\x18\n \x01(\r\"[\n\rSearchTimings\x12\x10\n\x08\x65mbed_ms\x18\x01 \x01(\x01\x12\x13\n\x0bretrieve_ms\x18\x02 \x01(\x01\x12\x11\n\trerank_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xbe\x01\n\x1cGatewayServiceSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ScoredChunk\x12\x32\n\x0e\x61\x62stain_reason\x18\x02 \x01(\x0e\x32\x1a.ragplane.v1.AbstainReason\x12\x15\n\runknown_names\x18\x03 \x03(\t\x12+\n\x07timings\x18\x04 \x01(\x0b\x32\x1a.ragplane.v1.SearchTimings*\x7f\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15INGEST_STATUS_WRITTEN\x10\x01\x12\x1b\n\x17INGEST_STATUS_UNCHANGED\x10\x02\x12\x18\n\x14INGEST_STATUS_FAILED\x10\x03*\x8f\x01\n\rAbstainReason\x12\x1e\n\x1a\x41\x42STAIN_REASON_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x42STAIN_REASON_NO_HITS\x10\x01\x12 \n\x1c\x41\x42STAIN_REASON_LOW_RELEVANCE\x10\x02\x12 \n\x1c\x41\x42STAIN_REASON_UNKNOWN_NAMES\x10\x03\x32\xae\x03\n\x0eGatewayService\x12\x41\n\x06Ingest\x12\x1a.ragplane.v1.IngestRequest\x1a\x1b.ragplane.v1.IngestResponse\x12u\n\x0e\x44\x65leteDocument\x12\x30.ragplane.v1.GatewayServiceDeleteDocumentRequest\x1a\x31.ragplane.v1.GatewayServiceDeleteDocumentResponse\x12:\n\x03\x41sk\x12\x17.ragplane.v1.AskRequest\x1a\x18.ragplane.v1.AskResponse0\x01\x12G\n\x08\x41skUnary\x12\x1c.ragplane.v1.AskUnaryRequest\x1a\x1d.ragplane.v1.AskUnaryResponse\x12]\n\x06Search\x12(.ragplane.v1.GatewayServiceSearchRequest\x1a).ragplane.v1.GatewayServiceSearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragplane.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INGESTSTATUS']._serialized_start=2482
-  _globals['_INGESTSTATUS']._serialized_end=2609
-  _globals['_ABSTAINREASON']._serialized_start=2612
-  _globals['_ABSTAINREASON']._serialized_end=2755
+  _globals['_INGESTSTATUS']._serialized_start=2640
+  _globals['_INGESTSTATUS']._serialized_end=2767
+  _globals['_ABSTAINREASON']._serialized_start=2770
+  _globals['_ABSTAINREASON']._serialized_end=2913
   _globals['_DOCUMENT']._serialized_start=68
   _globals['_DOCUMENT']._serialized_end=176
   _globals['_INGESTREQUEST']._serialized_start=178
@@ -49,27 +49,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GATEWAYSERVICEDELETEDOCUMENTRESPONSE']._serialized_start=537
   _globals['_GATEWAYSERVICEDELETEDOCUMENTRESPONSE']._serialized_end=599
   _globals['_ASKREQUEST']._serialized_start=602
-  _globals['_ASKREQUEST']._serialized_end=928
-  _globals['_CITATION']._serialized_start=931
-  _globals['_CITATION']._serialized_end=1073
-  _globals['_CITATIONS']._serialized_start=1075
-  _globals['_CITATIONS']._serialized_end=1128
-  _globals['_STAGETIMINGS']._serialized_start=1131
-  _globals['_STAGETIMINGS']._serialized_end=1293
-  _globals['_ASKFINISHED']._serialized_start=1296
-  _globals['_ASKFINISHED']._serialized_end=1532
-  _globals['_ASKRESPONSE']._serialized_start=1535
-  _globals['_ASKRESPONSE']._serialized_end=1665
-  _globals['_ASKUNARYREQUEST']._serialized_start=1667
-  _globals['_ASKUNARYREQUEST']._serialized_end=1726
-  _globals['_ASKUNARYRESPONSE']._serialized_start=1728
-  _globals['_ASKUNARYRESPONSE']._serialized_end=1848
-  _globals['_GATEWAYSERVICESEARCHREQUEST']._serialized_start=1851
-  _globals['_GATEWAYSERVICESEARCHREQUEST']._serialized_end=2194
-  _globals['_SEARCHTIMINGS']._serialized_start=2196
-  _globals['_SEARCHTIMINGS']._serialized_end=2287
-  _globals['_GATEWAYSERVICESEARCHRESPONSE']._serialized_start=2290
-  _globals['_GATEWAYSERVICESEARCHRESPONSE']._serialized_end=2480
-  _globals['_GATEWAYSERVICE']._serialized_start=2758
-  _globals['_GATEWAYSERVICE']._serialized_end=3188
+  _globals['_ASKREQUEST']._serialized_end=1014
+  _globals['_TURN']._serialized_start=1016
+  _globals['_TURN']._serialized_end=1053
+  _globals['_CITATION']._serialized_start=1056
+  _globals['_CITATION']._serialized_end=1231
+  _globals['_CITATIONS']._serialized_start=1233
+  _globals['_CITATIONS']._serialized_end=1286
+  _globals['_STAGETIMINGS']._serialized_start=1289
+  _globals['_STAGETIMINGS']._serialized_end=1451
+  _globals['_ASKFINISHED']._serialized_start=1454
+  _globals['_ASKFINISHED']._serialized_end=1690
+  _globals['_ASKRESPONSE']._serialized_start=1693
+  _globals['_ASKRESPONSE']._serialized_end=1823
+  _globals['_ASKUNARYREQUEST']._serialized_start=1825
+  _globals['_ASKUNARYREQUEST']._serialized_end=1884
+  _globals['_ASKUNARYRESPONSE']._serialized_start=1886
+  _globals['_ASKUNARYRESPONSE']._serialized_end=2006
+  _globals['_GATEWAYSERVICESEARCHREQUEST']._serialized_start=2009
+  _globals['_GATEWAYSERVICESEARCHREQUEST']._serialized_end=2352
+  _globals['_SEARCHTIMINGS']._serialized_start=2354
+  _globals['_SEARCHTIMINGS']._serialized_end=2445
+  _globals['_GATEWAYSERVICESEARCHRESPONSE']._serialized_start=2448
+  _globals['_GATEWAYSERVICESEARCHRESPONSE']._serialized_end=2638
+  _globals['_GATEWAYSERVICE']._serialized_start=2916
+  _globals['_GATEWAYSERVICE']._serialized_end=3346
 # @@protoc_insertion_point(module_scope)

@@ -89,7 +89,7 @@ class GatewayServiceDeleteDocumentResponse(_message.Message):
     def __init__(self, chunks_deleted: _Optional[int] = ...) -> None: ...
 
 class AskRequest(_message.Message):
-    __slots__ = ("collection", "question", "top_k", "mode", "filter", "max_tokens", "fusion", "rerank", "extra_collections", "identifier_boost")
+    __slots__ = ("collection", "question", "top_k", "mode", "filter", "max_tokens", "fusion", "rerank", "extra_collections", "identifier_boost", "history", "temperature", "top_p", "stop")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +100,10 @@ class AskRequest(_message.Message):
     RERANK_FIELD_NUMBER: _ClassVar[int]
     EXTRA_COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     IDENTIFIER_BOOST_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TOP_P_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
     collection: str
     question: str
     top_k: int
@@ -110,10 +114,22 @@ class AskRequest(_message.Message):
     rerank: _common_pb2.Rerank
     extra_collections: _containers.RepeatedScalarFieldContainer[str]
     identifier_boost: _common_pb2.IdentifierBoost
-    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., max_tokens: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ...) -> None: ...
+    history: _containers.RepeatedCompositeFieldContainer[Turn]
+    temperature: float
+    top_p: float
+    stop: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, collection: _Optional[str] = ..., question: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[_common_pb2.SearchMode, str]] = ..., filter: _Optional[_Union[_common_pb2.MetadataFilter, _Mapping]] = ..., max_tokens: _Optional[int] = ..., fusion: _Optional[_Union[_common_pb2.Fusion, _Mapping]] = ..., rerank: _Optional[_Union[_common_pb2.Rerank, _Mapping]] = ..., extra_collections: _Optional[_Iterable[str]] = ..., identifier_boost: _Optional[_Union[_common_pb2.IdentifierBoost, str]] = ..., history: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Turn(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class Citation(_message.Message):
-    __slots__ = ("index", "doc_id", "title", "source", "section", "chunk_id", "score", "collection")
+    __slots__ = ("index", "doc_id", "title", "source", "section", "chunk_id", "score", "collection", "text", "relevance")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +138,8 @@ class Citation(_message.Message):
     CHUNK_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    RELEVANCE_FIELD_NUMBER: _ClassVar[int]
     index: int
     doc_id: str
     title: str
@@ -130,7 +148,9 @@ class Citation(_message.Message):
     chunk_id: str
     score: float
     collection: str
-    def __init__(self, index: _Optional[int] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., chunk_id: _Optional[str] = ..., score: _Optional[float] = ..., collection: _Optional[str] = ...) -> None: ...
+    text: str
+    relevance: float
+    def __init__(self, index: _Optional[int] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., chunk_id: _Optional[str] = ..., score: _Optional[float] = ..., collection: _Optional[str] = ..., text: _Optional[str] = ..., relevance: _Optional[float] = ...) -> None: ...
 
 class Citations(_message.Message):
     __slots__ = ("citations",)

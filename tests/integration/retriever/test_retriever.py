@@ -12,8 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -23,10 +21,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymilvus import DataType, Function, FunctionType, MilvusClient
 
-from ragplane.ops.milvus_lite import log_tail, start_milvus_lite, stop_process
+from ragplane.ops.milvus_lite import start_milvus_lite
+from ragplane.ops.processes import Process, free_port, start_process
 from ragplane.retriever import store
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
@@ -98,12 +96,6 @@ def document(doc_id: str, texts: list[str], doc_hash: str = "v1") -> retriever_p
 # Processes -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class Processes:
     """Milvus Lite and the retriever as real processes; either can be restarted."""
@@ -111,8 +103,8 @@ class Processes:
     workdir: Path
     milvus_port: int = field(default_factory=free_port)
     retriever_port: int = field(default_factory=free_port)
-    milvus: subprocess.Popen | None = None
-    retriever: subprocess.Popen | None = None
+    milvus: Process | None = None
+    retriever: Process | None = None
     # Settings on top of the test's environment, e.g. the reranker's.
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -129,23 +121,18 @@ class Processes:
         return self.workdir / "retriever.log"
 
     async def start_milvus(self) -> None:
-        self.milvus = await asyncio.to_thread(
-            start_milvus_lite,
-            self.workdir / "milvus",
-            self.milvus_port,
-            self.workdir / "milvus.log",
+        self.milvus = await start_milvus_lite(
+            self.workdir / "milvus", self.milvus_port, self.workdir / "milvus.log"
         )
 
     def stop_milvus(self) -> None:
         if self.milvus is not None:
-            stop_process(self.milvus, timeout=10)
+            self.milvus.stop(timeout=10)
             self.milvus = None
 
     async def start_retriever(self) -> None:
-        self.retriever = self._launch_retriever()
-        await self._wait_serving(within_s=90)
-
-    def _launch_retriever(self) -> subprocess.Popen:
+        """Starts the retriever and waits until it serves; raises (a RuntimeError with its
+        log's tail) if it exits first."""
         env = {
             **os.environ,
             "RAGPLANE_RETRIEVER_ADDR": self.address,
@@ -154,42 +141,21 @@ class Processes:
             "RAGPLANE_MILVUS_TIMEOUT_SECONDS": "10",
             "RAGPLANE_SHUTDOWN_GRACE_SECONDS": "1",
             "RAGPLANE_STATE_DIR": str(self.workdir),
-            "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
-        with self.retriever_log.open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "ragplane.retriever.server"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.retriever = start_process(
+            [sys.executable, "-m", "ragplane.retriever.server"],
+            self.retriever_log,
+            env=env,
+            name="retriever",
+        )
+        await self.retriever.wait_serving(self.address, within_s=90)
 
     def stop_retriever(self) -> None:
         if self.retriever is not None:
-            stop_process(self.retriever, timeout=15)
+            self.retriever.stop(timeout=15)
             self.retriever = None
-
-    async def _wait_serving(self, within_s: float) -> None:
-        deadline = time.monotonic() + within_s
-        async with grpc.aio.insecure_channel(self.address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                assert self.retriever is not None
-                if self.retriever.poll() is not None:
-                    raise RuntimeError(f"retriever exited:\n{log_tail(self.retriever_log)}")
-                try:
-                    reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                await asyncio.sleep(0.3)
-        raise RuntimeError(
-            f"retriever not SERVING in {within_s} s:\n{log_tail(self.retriever_log)}"
-        )
 
 
 @pytest.fixture(scope="module")

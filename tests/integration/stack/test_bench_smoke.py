@@ -9,15 +9,15 @@ import pytest
 
 from bench import run as bench_run
 from bench.harness import Bench
+from ragplane.client import GrpcClient
 from ragplane.ops.cli import ingest
-from ragplane.v1 import gateway_pb2_grpc
 from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")
 async def smoke_bench(running_stack, channels):
     bench = Bench(running_stack, smoke=True)
-    gateway = gateway_pb2_grpc.GatewayServiceStub(bench.channel("gateway"))
+    gateway = GrpcClient(bench.channel("gateway"))
     await ingest(gateway, [ROOT / "samples" / "handbook"], out=io.StringIO())
     yield bench
     await bench.close()

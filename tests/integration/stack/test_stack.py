@@ -9,6 +9,9 @@ import json
 import grpc
 import pytest
 
+from evals import evaluation
+from ragplane.client import GrpcClient
+from ragplane.names import normal
 from ragplane.ops import cli, stack
 from ragplane.v1 import (
     common_pb2,
@@ -45,9 +48,10 @@ def retriever(channels) -> retriever_pb2_grpc.RetrieverServiceStub:
 
 
 @pytest.fixture(scope="module")
-async def handbook(gateway) -> list[gateway_pb2.DocumentResult]:
+async def handbook(channels) -> list:
     """The sample corpus indexed once into its own collection."""
-    return await cli.ingest(gateway, [CORPUS], collection=HANDBOOK, out=io.StringIO())
+    client = GrpcClient(channels["gateway"])
+    return await cli.ingest(client, [CORPUS], collection=HANDBOOK, out=io.StringIO())
 
 
 def markdown(doc_id: str, text: str) -> gateway_pb2.Document:
@@ -76,8 +80,9 @@ async def test_sample_corpus_is_indexed(handbook):
     assert all(r.chunks_written > 0 for r in handbook)
 
 
-async def test_reingesting_unchanged_corpus_writes_nothing(gateway, handbook):
-    again = await cli.ingest(gateway, [CORPUS], collection=HANDBOOK, out=io.StringIO())
+async def test_reingesting_unchanged_corpus_writes_nothing(channels, handbook):
+    client = GrpcClient(channels["gateway"])
+    again = await cli.ingest(client, [CORPUS], collection=HANDBOOK, out=io.StringIO())
     assert {r.status for r in again} == {gateway_pb2.INGEST_STATUS_UNCHANGED}
     assert sum(r.chunks_written for r in again) == 0
 
@@ -107,24 +112,26 @@ async def test_question_naming_what_no_document_mentions_is_not_answered(gateway
     )
     assert finished.abstained and not citations
     assert "don't know" in answer
+    assert finished.abstain_reason == gateway_pb2.ABSTAIN_REASON_UNKNOWN_NAMES
+    assert list(finished.unknown_names) == ["Heroku"]
 
 
-async def test_a_name_the_context_misses_but_the_corpus_knows_is_answered(
-    gateway, channels, handbook
-):
-    from ragplane import evaluation
-    from ragplane.gateway.grounding import missing_terms
-
+async def test_a_name_the_context_misses_but_the_corpus_knows_is_answered(gateway, handbook):
     question = (
         "How long are messages kept in a dead-letter queue, and who on team Foundry can purge them?"
     )
     # The prompt's chunks (the queue-replay runbook) never say "Foundry"; other documents
-    # do (the CI pipeline's owner), so the gateway's keyword lookup of the collection
-    # keeps the question: the names check alone would have turned it away.
-    hits, _, _ = await evaluation.Evaluator(channels, HANDBOOK).rank(
-        question, evaluation.MODES["hybrid"]
+    # do (the CI pipeline's owner), so the retriever's keyword lookup of the collection
+    # keeps the question: a check of the prompt's chunks alone would have turned it away.
+    found = await gateway.Search(
+        gateway_pb2.GatewayServiceSearchRequest(collection=HANDBOOK, query=question), timeout=T
     )
-    assert missing_terms(question, hits[:3]) == ["Foundry"]
+    assert len(found.hits) == 3
+    assert not any(
+        "foundry" in normal(f"{h.chunk.title} {h.chunk.section} {h.chunk.text}") for h in found.hits
+    )
+    assert list(found.unknown_names) == []
+    assert found.abstain_reason == gateway_pb2.ABSTAIN_REASON_UNSPECIFIED
     answer, citations, finished = await ask(gateway, question)
     assert not finished.abstained, answer
     assert "runbooks/queue-replay.md" in {c.doc_id for c in citations}
@@ -240,7 +247,7 @@ async def test_collection_of_another_model_is_refused(gateway, retriever):
             ),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
-        (  # the retriever refuses it: the gateway passes the boost on
+        (  # not a value of the enum
             gateway_pb2.AskRequest(question="x", collection=HANDBOOK, identifier_boost=7),
             grpc.StatusCode.INVALID_ARGUMENT,
         ),
@@ -393,14 +400,12 @@ async def test_reranked_answer_cites_its_document(gateway, handbook):
 
 
 async def test_evaluation_runs_every_mode_against_the_stack(channels, handbook):
-    from ragplane import evaluation
-
     questions = [
         q
         for q in evaluation.load_questions(CORPUS.parent / "handbook-questions.jsonl")
         if q.id in ("q01", "q27", "q41")
     ]
-    evaluator = evaluation.Evaluator(channels, HANDBOOK)
+    evaluator = evaluation.Evaluator(channels["gateway"], HANDBOOK)
     modes = ["dense", "hybrid-no-boost", "hybrid-weighted", "hybrid+rerank"]
     await evaluator.check_modes(questions[0].question, modes)
     report = await evaluator.evaluate(questions, modes, 5, {"hybrid+rerank"}, out=io.StringIO())
@@ -412,3 +417,40 @@ async def test_evaluation_runs_every_mode_against_the_stack(channels, handbook):
     assert "answer_accuracy" not in report["modes"]["dense"]
     assert reranked["answer_errors"] == 0
     assert evaluation.format_table(report).count("\n") == len(modes) + 1
+
+
+async def test_search_returns_the_chunks_an_ask_cites(gateway, handbook):
+    question = "How do I roll back a bad deploy of ledger-api?"
+    found = await gateway.Search(
+        gateway_pb2.GatewayServiceSearchRequest(collection=HANDBOOK, query=question), timeout=T
+    )
+    _, citations, finished = await ask(gateway, question, max_tokens=8)
+    assert [h.chunk.id for h in found.hits] == [c.chunk_id for c in citations]
+    assert found.abstain_reason == finished.abstain_reason == 0
+    assert all(h.chunk.text and h.relevance > 0 for h in found.hits)
+    assert citations[0].text == found.hits[0].chunk.text
+    assert found.timings.embed_ms > 0 and found.timings.total_ms >= found.timings.retrieve_ms
+    deeper = await gateway.Search(
+        gateway_pb2.GatewayServiceSearchRequest(collection=HANDBOOK, query=question, top_k=20),
+        timeout=T,
+    )
+    assert len(deeper.hits) == 20
+    assert [h.chunk.id for h in deeper.hits[:3]] == [h.chunk.id for h in found.hits]
+
+
+async def test_search_says_why_an_ask_would_abstain(gateway, handbook):
+    async def reason(query: str) -> int:
+        found = await gateway.Search(
+            gateway_pb2.GatewayServiceSearchRequest(collection=HANDBOOK, query=query), timeout=T
+        )
+        return found.abstain_reason
+
+    assert await reason("What is the price of tea in the canteen?") == (
+        gateway_pb2.ABSTAIN_REASON_LOW_RELEVANCE
+    )
+    assert await reason("How do I roll back a bad deploy of ledger-api on Heroku?") == (
+        gateway_pb2.ABSTAIN_REASON_UNKNOWN_NAMES
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await gateway.Search(gateway_pb2.GatewayServiceSearchRequest(query=" "), timeout=T)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

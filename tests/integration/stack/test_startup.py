@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ragplane.ops import stack
+from ragplane.ops import processes
 from tests.support import free_port
 
 
@@ -55,35 +55,26 @@ def test_bad_settings_name_the_variable(service, name, value):
 async def test_sigterm_drains_and_exits_cleanly(tmp_path):
     """SIGTERM: the service stops accepting, drains, and exits 0 (not killed)."""
     port = free_port()
-    log = tmp_path / "gateway.log"
-    proc = spawn_gateway(port, log)
+    proc = spawn_gateway(port, tmp_path / "gateway.log")
     try:
-        for _ in range(100):
-            if await stack.health_status(f"127.0.0.1:{port}") == "SERVING":
-                break
-            await asyncio.sleep(0.2)
-        else:
-            pytest.fail(log.read_text()[-2000:])
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 30)
+        await proc.wait_serving(f"127.0.0.1:{port}", within_s=20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log.read_text()
+        # SIGTERM, and SIGKILL only if it has not exited 30 s later.
+        code = await asyncio.to_thread(proc.stop, 30)
+    text = proc.log.read_text()
     assert code == 0, text[-2000:]
     assert "draining" in text and "gateway stopped" in text
 
 
-def spawn_gateway(port: int, log) -> subprocess.Popen:
+def spawn_gateway(port: int, log: Path) -> processes.Process:
     """The gateway starts without its dependencies: the lightest service to stop."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ragplane.gateway.server"],
-            env={
-                **os.environ,
-                "RAGPLANE_GATEWAY_ADDR": f"127.0.0.1:{port}",
-                "RAGPLANE_GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return processes.start_process(
+        [sys.executable, "-m", "ragplane.gateway.server"],
+        log,
+        env={
+            **os.environ,
+            "RAGPLANE_GATEWAY_ADDR": f"127.0.0.1:{port}",
+            "RAGPLANE_GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+        },
+        name="gateway",
+    )

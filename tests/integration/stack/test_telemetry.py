@@ -174,6 +174,18 @@ async def test_an_ask_is_one_trace_across_every_service(traffic, span_sink):
     ids = {s.span_id for _, s in spans}
     orphans = [s.name for _, s in spans if s.parent_span_id and s.parent_span_id not in ids]
     assert not orphans, f"spans whose parent is not in the trace: {orphans}"
+    # An answered question is four calls behind the gateway, no lookups or metadata.
+    rpcs = sorted(
+        s.name
+        for svc, s in spans
+        if svc != "ragplane-gateway" and s.name.startswith("ragplane.v1.")
+    )
+    assert rpcs == [
+        "ragplane.v1.EmbedderService/Embed",
+        "ragplane.v1.GeneratorService/CountPromptTokens",
+        "ragplane.v1.GeneratorService/Generate",
+        "ragplane.v1.RetrieverService/Search",
+    ], trace_tree(spans)
     if dump := os.environ.get("RAGPLANE_TRACE_DUMP"):  # docs/observability.md shows one
         await asyncio.to_thread(Path(dump).write_text, trace_tree(spans))
     generation = next(s for svc, s in spans if svc == "ragplane-generator" and s.name == "generate")

@@ -10,8 +10,9 @@ from collections import Counter
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ragplane.server import channel_options, client_channel_options, server_options
-from tests.support import free_port
+from ragplane.channels import channel_options, client_channel_options
+from ragplane.ops.processes import free_port
+from ragplane.server import server_options
 
 SERVING, NOT_SERVING = (
     health_pb2.HealthCheckResponse.SERVING,

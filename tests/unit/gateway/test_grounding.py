@@ -1,9 +1,10 @@
 """Names in a question: the gateway's names check (which of them the retrieved context
-does not mention) and the identifiers the retriever ranks by."""
+does not mention) and the identifiers the retriever ranks by. The corpus lookups of the
+names the context misses are the retriever's (tests/unit/retriever/test_names_check.py)."""
 
 from __future__ import annotations
 
-from ragplane.gateway.grounding import MAX_CORPUS_LOOKUPS, missing_terms, unknown_terms
+from ragplane.gateway.grounding import missing_terms
 from ragplane.names import identifier_terms, named_terms
 from ragplane.v1 import common_pb2
 
@@ -88,31 +89,3 @@ def test_a_table_qualified_column_is_mentioned_by_its_parts():
     hits = [hit("relpersistence: p = permanent table, u = unlogged table", title="pg_class")]
     assert missing_terms("What does u in pg_class.relpersistence mean?", hits) == []
     assert missing_terms("When is PGConf.EU held?", [hit("PGConf and the EU")]) == ["PGConf.EU"]
-
-
-class Corpus:
-    """A keyword search over a few texts (the real one is Milvus BM25, tested through the
-    gateway in test_stack); records the queries."""
-
-    def __init__(self, *texts: str) -> None:
-        self.texts = texts
-        self.queries: list[str] = []
-
-    async def __call__(self, query: str) -> list[common_pb2.ScoredChunk]:
-        self.queries.append(query)
-        words = query.lower().split()
-        return [hit(t) for t in self.texts if any(w in t.lower() for w in words)]
-
-
-async def test_names_the_corpus_mentions_elsewhere_are_not_unknown():
-    corpus = Corpus("Run SQL from psql.", "The pg_class catalog has relpersistence.")
-    missing = ["SQL", "Patroni", "pg_class.relpersistence"]
-    assert await unknown_terms(missing, corpus) == ["Patroni"]
-    assert corpus.queries == ["SQL", "Patroni", "pg_class relpersistence"]
-
-
-async def test_names_past_the_lookup_limit_stay_unknown():
-    names = [f"Name{i}" for i in range(MAX_CORPUS_LOOKUPS + 2)]
-    corpus = Corpus(*names)
-    assert await unknown_terms(names, corpus) == names[MAX_CORPUS_LOOKUPS:]
-    assert len(corpus.queries) == MAX_CORPUS_LOOKUPS

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+import pytest
+
+from ragplane.errors import InvalidArgument
+from ragplane.gateway.api import Hit, StoredChunk
 from ragplane.gateway.prompt import build_messages, fit_prompt, format_passage
-from ragplane.v1 import common_pb2
 
 
-def scored(i: int, words: int) -> common_pb2.ScoredChunk:
-    chunk = common_pb2.Chunk(
-        id=f"c{i}", doc_id=f"d{i}", title=f"Doc {i}", section="Setup", text="word " * words
+def scored(i: int, words: int) -> Hit:
+    chunk = StoredChunk(
+        id=f"c{i}",
+        doc_id=f"d{i}",
+        title=f"Doc {i}",
+        source=f"d{i}.md",
+        section="Setup",
+        position=0,
+        text="word " * words,
     )
-    return common_pb2.ScoredChunk(chunk=chunk, score=1.0 / (i + 1))
+    return Hit(chunk=chunk, collection="default", score=1.0 / (i + 1), relevance=0.5)
 
 
 class WordCounter:
     """Counts whitespace-separated words: a stand-in tokenizer with exact, known counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_model_len: int) -> None:
         self.calls = 0
+        self.max_model_len = max_model_len
 
-    async def __call__(self, texts, messages):
+    async def __call__(self, prompts):
         self.calls += 1
-        return [len(t.split()) for t in texts], sum(len(m.content.split()) for m in messages)
+        counts = [sum(len(m.content.split()) for m in messages) for messages in prompts]
+        return counts, self.max_model_len
 
 
 def test_passages_are_numbered():
@@ -37,22 +48,28 @@ def test_system_prompt_says_to_answer_only_from_context_and_admit_ignorance():
 
 
 async def test_best_chunks_are_kept_in_rank_order_until_the_budget_is_full():
-    counter = WordCounter()
-    candidates = [scored(i, 100) for i in range(5)]
     base = sum(len(m.content.split()) for m in build_messages("what?", []))
-    fitted = await fit_prompt("what?", candidates, base + 330, counter)
+    counter = WordCounter(max_model_len=base + 330 + 16)
+    candidates = [scored(i, 100) for i in range(5)]
+    fitted = await fit_prompt("what?", candidates, 16, counter)
     assert [c.chunk.id for c in fitted.context] == ["c0", "c1", "c2"]
-    assert fitted.prompt_tokens <= base + 330
-    assert counter.calls <= 3
+    assert fitted.prompt_tokens <= base + 330 == fitted.budget_tokens
+    # Every candidate prompt is counted in one call.
+    assert counter.calls == 1
 
 
 async def test_everything_fits_when_the_budget_is_large():
-    fitted = await fit_prompt("what?", [scored(i, 10) for i in range(4)], 10_000, WordCounter())
+    fitted = await fit_prompt("what?", [scored(i, 10) for i in range(4)], 16, WordCounter(10_000))
     assert len(fitted.context) == 4
     assert "[4] word" in fitted.messages[1].content
 
 
 async def test_nothing_fits_when_the_question_fills_the_budget():
-    fitted = await fit_prompt("long " * 50, [scored(0, 10)], 20, WordCounter())
+    fitted = await fit_prompt("long " * 50, [scored(0, 10)], 4, WordCounter(24))
     assert fitted.context == []
-    assert fitted.prompt_tokens > 20
+    assert fitted.prompt_tokens > 20 == fitted.budget_tokens
+
+
+async def test_max_tokens_filling_the_context_is_refused():
+    with pytest.raises(InvalidArgument, match="leaves no room"):
+        await fit_prompt("what?", [scored(0, 10)], 24, WordCounter(24))

@@ -4,14 +4,26 @@ test_retriever.py)."""
 from __future__ import annotations
 
 from ragplane.names import identifier_terms
-from ragplane.retriever.server import promote_mentions
+from ragplane.retriever.ranking import promote_mentions
+from ragplane.retriever.schema import StoredChunk
 from ragplane.retriever.store import Hit
 
 QUERY = "With target_session_attrs=read-write, what mode must the server not be in?"
 
 
 def hit(text: str) -> tuple[str, Hit]:
-    return "pg", Hit({"id": text, "title": "", "section": "", "text": text}, 0.0)
+    chunk = StoredChunk(
+        id=text,
+        doc_id="doc.md",
+        title="",
+        source="",
+        section="",
+        position=0,
+        content_hash="",
+        text=text,
+        doc_hash="",
+    )
+    return "pg", Hit(chunk, 0.0)
 
 
 def test_identifiers_count_before_hyphenated_words():
@@ -24,9 +36,9 @@ def test_identifiers_count_before_hyphenated_words():
     order = promote_mentions(
         ranked, identifier_terms(QUERY), identifier_terms(QUERY, compounds=False)
     )
-    assert [h.fields["id"] for _, h in order] == [
-        ranked[3][1].fields["id"],  # both
-        ranked[2][1].fields["id"],  # the identifier
-        ranked[1][1].fields["id"],  # the compound only
-        ranked[0][1].fields["id"],  # neither, retrieval order kept below
+    assert [h.chunk.id for _, h in order] == [
+        ranked[3][1].chunk.id,  # both
+        ranked[2][1].chunk.id,  # the identifier
+        ranked[1][1].chunk.id,  # the compound only
+        ranked[0][1].chunk.id,  # neither, retrieval order kept below
     ]

@@ -1,0 +1,1 @@
+"""The gateway's HTTP API: protocol (wire types), serving (translation), router (routes)."""

@@ -1,0 +1,400 @@
+"""The HTTP API's wire types: OpenAI's chat completions, models and embeddings, and
+ragplane's own search, as pydantic models. FastAPI validates requests against them and
+writes the OpenAPI document from them; serving.py translates them to api.py's types.
+
+Unknown fields of the OpenAI-shaped requests are ignored, as OpenAI-compatible servers
+do (clients send fields like `seed` or `presence_penalty`); the ones that would change
+the response's shape (n > 1, tools, logprobs, JSON output) are refused. ragplane's own
+objects (`ragplane`, the search request) refuse unknown fields, so a typo is an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
+
+# The model name that means "the gateway's default collection", for clients that must
+# name a model.
+DEFAULT_MODEL = "ragplane"
+
+
+class WireModel(BaseModel):
+    """A response object; the fields named in `_omit_when_none` are left out when None,
+    as OpenAI leaves out what does not apply (e.g. `usage` without include_usage)."""
+
+    _omit_when_none: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in self._omit_when_none}
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- retrieval options, shared by chat (as `ragplane`) and search ----
+
+
+class MetadataFilter(StrictModel):
+    """Restricts retrieval to some chunks; empty fields do not restrict."""
+
+    doc_ids: list[str] = Field(default_factory=list, description="Only chunks of these documents.")
+    source_prefix: str = Field("", description="Only chunks whose source starts with this.")
+    tags: list[str] = Field(
+        default_factory=list, description="Only chunks of documents with one of these tags."
+    )
+
+
+class FusionOptions(StrictModel):
+    """How hybrid search fuses its dense and keyword rankings (server defaults when unset)."""
+
+    method: Literal["rrf", "weighted"] | None = None
+    rrf_k: int = Field(0, ge=0, description="RRF's k; 0 means 60.")
+    dense_weight: float = Field(0.0, ge=0.0, description="Weighted fusion; both 0: 0.5 each.")
+    keyword_weight: float = Field(0.0, ge=0.0)
+
+
+class RerankOptions(StrictModel):
+    enabled: bool | None = Field(None, description="Rerank the fused candidates; None: default.")
+    candidates: int = Field(0, ge=0, description="Candidates rescored; 0: the server's default.")
+    weight: float = Field(
+        0.0, ge=0.0, description="Weight of the reranker's order (0-1); 0: the default."
+    )
+
+
+class RetrievalOptions(StrictModel):
+    """Where and how to look; every field left out takes the server's default."""
+
+    collections: list[str] = Field(
+        default_factory=list,
+        description="More collections to search along with the main one (same embedding model).",
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="Chunks to retrieve: at most 50 for chat, 100 for search."
+    )
+    mode: Literal["dense", "keyword", "hybrid"] | None = None
+    filter: MetadataFilter = Field(default_factory=MetadataFilter)
+    fusion: FusionOptions = Field(default_factory=FusionOptions)
+    rerank: bool | RerankOptions | None = Field(
+        None, description="true/false, or the reranker's options."
+    )
+    identifier_boost: bool | None = Field(
+        None, description="Rank first the chunks that mention the query's identifiers."
+    )
+
+
+# ---- chat completions ----
+
+
+class TextPart(StrictModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"] = Field(
+        description="user or assistant; system, developer and tool messages are refused."
+    )
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's chat completion request; the last message is the question."""
+
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="Earlier turns, then the question as the last user message."
+    )
+    model: str | None = Field(
+        None,
+        description=f"A collection name; omitted or {DEFAULT_MODEL!r}: the server's default.",
+    )
+    temperature: float | None = Field(
+        None, ge=0.0, le=2.0, description="Sampling temperature; default 0 (greedy), not 1."
+    )
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI; same as below.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, description="Answer length limit; the server's default when omitted."
+    )
+    stop: str | list[str] | None = None
+    user: str | None = Field(None, description="Accepted for compatibility; not used.")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int | None = Field(None, description="Only 1.")
+    tools: list[Any] | None = Field(None, description="Not supported.")
+    logprobs: bool | None = Field(None, description="Not supported (false only).")
+    response_format: dict[str, Any] | None = Field(None, description='Only {"type": "text"}.')
+    ragplane: RetrievalOptions | None = Field(
+        None, description="Retrieval options (openai client: extra_body={'ragplane': {...}})."
+    )
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
+            raise ValueError("only n=1 is supported: one answer per request")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise ValueError("tools are not supported")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("logprobs are not supported")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError('only {"type": "text"} is supported')
+        return value
+
+
+class Citation(BaseModel):
+    """A chunk given to the model; `[index]` in the answer refers to it."""
+
+    index: int
+    doc_id: str
+    title: str
+    source: str
+    section: str
+    chunk_id: str
+    collection: str
+    score: float = Field(description="The retrieval score (scales differ by mode).")
+    relevance: float = Field(description="Query-chunk cosine similarity, whatever the mode.")
+    text: str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class Timings(BaseModel):
+    """Where the gateway spent the request's time, in milliseconds."""
+
+    embed_ms: float
+    retrieve_ms: float
+    rerank_ms: float
+    prompt_ms: float = 0.0
+    time_to_first_token_ms: float = 0.0
+    generate_ms: float = 0.0
+    total_ms: float
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class AnswerOutcome(WireModel):
+    """What ragplane adds to OpenAI's completion: whether it abstained and why."""
+
+    _omit_when_none = frozenset({"abstained", "abstain_reason", "retrieval_query", "timings"})
+
+    abstained: bool | None = Field(
+        None, description="True when the corpus does not answer the question ('I don't know')."
+    )
+    abstain_reason: Literal["no_hits", "low_relevance", "unknown_names"] | None = None
+    unknown_names: list[str] | None = Field(
+        None, description="The question's names the corpus does not know."
+    )
+    retrieval_query: str | None = Field(
+        None, description="The search query, when earlier turns made the question self-contained."
+    )
+    timings: Timings | None = None
+
+
+class ChatCompletion(AnswerOutcome):
+    _omit_when_none = AnswerOutcome._omit_when_none
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str = Field(description="The collection that answered.")
+    choices: list[Choice]
+    usage: Usage
+    citations: list[Citation]
+
+
+class ChunkDelta(WireModel):
+    _omit_when_none = frozenset({"role", "content"})
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: ChunkDelta
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(AnswerOutcome):
+    """One server-sent event of a streamed answer: the first carries the citations, the
+    last choice the finish reason and ragplane's outcome fields, and with include_usage
+    one more, with no choices, the usage."""
+
+    _omit_when_none = AnswerOutcome._omit_when_none | {"citations", "unknown_names", "usage"}
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    citations: list[Citation] | None = None
+
+
+# ---- models ----
+
+
+class ModelCard(BaseModel):
+    """A collection, as OpenAI lists a model."""
+
+    id: str = Field(description="The collection name: chat completions' `model`.")
+    object: Literal["model"] = "model"
+    created: int = Field(0, description="Always 0: collections do not record when.")
+    owned_by: Literal["ragplane"] = "ragplane"
+    embedding_model: str = Field(description="The embedding model the collection was made with.")
+    embedding_model_revision: str
+    dimension: int
+    chunk_count: int
+    default: bool = Field(description=f"The server's default collection (model {DEFAULT_MODEL!r}).")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# ---- embeddings ----
+
+
+class EmbeddingRequest(BaseModel):
+    input: str | list[str] = Field(description="A text or a list of texts (no token arrays).")
+    model: str | None = Field(None, description="Omitted, or the embedder's model id.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: little-endian float32, as OpenAI encodes it."
+    )
+    dimensions: int | None = Field(None, ge=1, description="Only the model's own dimension.")
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens of the inputs, by the embedder's tokenizer.")
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+# ---- search ----
+
+
+class SearchRequest(RetrievalOptions):
+    """Retrieval only: the chunks an answer would draw on."""
+
+    query: str
+    collection: str | None = Field(None, description="Omitted: the server's default.")
+    context_top_k: int | None = Field(
+        None,
+        ge=1,
+        description="Hits an answer would give the model, on which abstain_reason is judged.",
+    )
+
+
+class SearchHit(BaseModel):
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    section: str
+    position: int
+    tags: list[str]
+    text: str
+    collection: str
+    score: float = Field(description="The retrieval score (scales differ by mode).")
+    relevance: float = Field(description="Query-chunk cosine similarity, whatever the mode.")
+    rerank_score: float | None = Field(None, description="Set when the hits were reranked.")
+
+
+class SearchTimings(BaseModel):
+    embed_ms: float
+    retrieve_ms: float
+    rerank_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    object: Literal["search.result"] = "search.result"
+    hits: list[SearchHit] = Field(description="In final order.")
+    abstain_reason: Literal["no_hits", "low_relevance", "unknown_names"] | None = Field(
+        description="Why an answer would be 'I don't know' on these hits; null: it would not."
+    )
+    unknown_names: list[str]
+    timings: SearchTimings
+
+
+# ---- errors ----
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body: what every non-2xx response carries."""
+
+    error: ErrorDetail

@@ -1,0 +1,110 @@
+"""The HTTP routes: each one reads the request and the caller's deadline, calls
+serving.py and writes the response (JSON, or server-sent events for a streamed answer)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from ragplane.gateway.http import errors
+from ragplane.gateway.http import protocol as p
+from ragplane.gateway.http.serving import HttpServing, InvalidParam
+
+TIMEOUT_HEADER = "X-Request-Timeout"
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": p.ErrorResponse, "description": description}
+    for status, description in {
+        400: "Invalid request: bad input, over a limit, malformed JSON.",
+        404: "Unknown collection (chat: model) or route.",
+        409: "The collection was made with another embedding model than the embedder runs.",
+        413: "The request body is too large.",
+        429: "A service's queue is full; retry after Retry-After seconds.",
+        503: "A service behind the gateway is unavailable.",
+        504: "The request's deadline (X-Request-Timeout or the server's) passed.",
+    }.items()
+}
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A chat.completion; with stream=true, server-sent events: one "
+        "`data: {chat.completion.chunk}` per event, then `data: [DONE]`.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+router = APIRouter(prefix="/v1", responses=ERRORS)
+
+
+def serving(request: Request) -> HttpServing:
+    return request.app.state.serving
+
+
+def budget(request: Request) -> float | None:
+    """Seconds the caller allows: X-Request-Timeout, cut to the server's maximum."""
+    limit: float | None = request.app.state.max_timeout
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return limit
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise InvalidParam(
+            f"{TIMEOUT_HEADER} is {raw!r}: give seconds, a number over 0", TIMEOUT_HEADER
+        )
+    return seconds if limit is None else min(seconds, limit)
+
+
+Serving = Annotated[HttpServing, Depends(serving)]
+Budget = Annotated[float | None, Depends(budget)]
+
+
+@router.post("/chat/completions", response_model=p.ChatCompletion, responses=SSE_RESPONSE)
+async def chat_completions(body: p.ChatCompletionRequest, serving: Serving, budget: Budget):
+    """Answers the last user message from the collection named by `model`, with citations."""
+    if not body.stream:
+        return await serving.chat(body, budget)
+    chunks = await serving.open_chat_stream(body, budget)
+    return StreamingResponse(
+        server_sent_events(chunks),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+@router.get("/models", response_model=p.ModelList)
+async def list_models(serving: Serving, budget: Budget) -> p.ModelList:
+    """The collections, each with its embedding model and size."""
+    return await serving.models(budget)
+
+
+@router.post("/embeddings", response_model=p.EmbeddingResponse)
+async def create_embeddings(
+    body: p.EmbeddingRequest, serving: Serving, budget: Budget
+) -> p.EmbeddingResponse:
+    """Vectors from the embedder the collections are made with."""
+    return await serving.embeddings(body, budget)
+
+
+@router.post("/search", response_model=p.SearchResponse)
+async def search(body: p.SearchRequest, serving: Serving, budget: Budget) -> p.SearchResponse:
+    """Retrieval only: the ranked chunks an answer would draw on, and whether it would
+    abstain on them (the gRPC API's Search)."""
+    return await serving.search(body, budget)
+
+
+async def server_sent_events(chunks: AsyncIterator[p.ChatCompletionChunk]) -> AsyncIterator[str]:
+    """OpenAI's framing: `data: <json>` and a blank line per chunk, then `data: [DONE]`;
+    an error once the stream has begun is one `data: {"error": ...}` event, and no [DONE]."""
+    try:
+        async for chunk in chunks:
+            yield f"data: {chunk.model_dump_json()}\n\n"
+    except Exception as exc:  # noqa: BLE001 - the status line is already sent
+        yield f"data: {errors.stream_error(exc)}\n\n"
+        return
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,818 @@
+"""A client of the gateway's public API for product backends, over gRPC or HTTP.
+
+    async with GrpcClient("127.0.0.1:50050") as gateway:   # or HttpClient("http://...")
+        async for event in gateway.ask("How do I roll back a deploy?"):
+            ...                                            # Citations, Delta..., Finished
+
+Both transports give the same typed events and raise one GatewayError, so callers import
+neither grpc nor httpx. Nothing here depends on the gateway's own code.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from enum import IntEnum
+from typing import Any, Literal, Self
+
+import grpc
+import httpx
+
+from ragplane.channels import open_channel
+from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+
+SearchMode = Literal["dense", "keyword", "hybrid"]
+FinishReason = Literal["stop", "length"]
+# Why the gateway answered "I don't know": "no_hits", "low_relevance" or "unknown_names".
+AbstainReason = str
+
+# Each method's `timeout` is its call's deadline, which gRPC sends to the gateway (hence
+# not an asyncio.timeout around the call).
+ASK_TIMEOUT_S = 180.0
+# The chat `model` that means the gateway's default collection (HTTP).
+DEFAULT_MODEL = "ragplane"
+SEARCH_TIMEOUT_S = 60.0
+INGEST_TIMEOUT_S = 300.0
+DELETE_TIMEOUT_S = 60.0
+
+MODES: dict[str, common_pb2.SearchMode] = {
+    "dense": common_pb2.SEARCH_MODE_DENSE,
+    "keyword": common_pb2.SEARCH_MODE_KEYWORD,
+    "hybrid": common_pb2.SEARCH_MODE_HYBRID,
+}
+
+
+# ---- what the gateway gives ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Citation:
+    """A chunk the model was given, numbered as the answer cites it: [index]."""
+
+    index: int
+    doc_id: str
+    title: str = ""
+    source: str = ""
+    section: str = ""
+    chunk_id: str = ""
+    score: float = 0.0
+    collection: str = ""
+    text: str = ""
+    relevance: float = 0.0
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where the gateway spent an answer's time, in milliseconds."""
+
+    embed_ms: float = 0.0
+    retrieve_ms: float = 0.0
+    rerank_ms: float = 0.0
+    prompt_ms: float = 0.0
+    time_to_first_token_ms: float = 0.0
+    generate_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+# The events of an answer, in order: Citations once, Delta any number of times, Finished.
+
+
+@dataclass(frozen=True)
+class Citations:
+    citations: list[Citation]
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: FinishReason
+    usage: Usage = field(default_factory=Usage)
+    abstained: bool = False
+    abstain_reason: AbstainReason | None = None
+    timings: Timings = field(default_factory=Timings)
+    # The question's names the corpus does not know (abstain_reason "unknown_names").
+    unknown_names: tuple[str, ...] = ()
+
+    @property
+    def cut(self) -> bool:
+        """True when the answer stopped at max_tokens."""
+        return self.finish_reason == "length"
+
+
+AskEvent = Citations | Delta | Finished
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk, in the gateway's final order."""
+
+    chunk_id: str
+    doc_id: str
+    title: str
+    source: str
+    section: str
+    text: str
+    collection: str
+    score: float
+    # Query-chunk cosine whatever the mode: one scale to judge relevance by.
+    relevance: float
+    position: int = 0
+    tags: tuple[str, ...] = ()
+    # The reranker's score when the hits were reranked.
+    rerank_score: float | None = None
+
+
+@dataclass(frozen=True)
+class Document:
+    """A document to index; re-ingesting the same doc_id replaces it."""
+
+    doc_id: str
+    content: bytes | str
+    source: str = ""
+    title: str = ""
+    # "text/markdown", "text/html" or "text/plain"; guessed from source when empty.
+    media_type: str = ""
+    tags: tuple[str, ...] = ()
+
+
+class IngestStatus(IntEnum):
+    """Numbered as ragplane.v1.IngestStatus, so the two compare equal."""
+
+    WRITTEN = gateway_pb2.INGEST_STATUS_WRITTEN
+    UNCHANGED = gateway_pb2.INGEST_STATUS_UNCHANGED
+    FAILED = gateway_pb2.INGEST_STATUS_FAILED
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    doc_id: str
+    status: IngestStatus
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    error: str = ""
+
+
+class GatewayError(Exception):
+    """A call the gateway refused or could not be reached for. `code` is a gRPC status
+    name on both transports (NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE, ...); over HTTP
+    `http_status` is the response's status. `unreachable` means no gateway answered at
+    all (connection refused, unknown host), not that one of its dependencies is down."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        unreachable: bool = False,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.unreachable = unreachable
+
+
+# ---- the two transports -------------------------------------------------------------
+
+
+class GatewayClient(ABC):
+    """What both transports offer; use it as an async context manager or close() it."""
+
+    # Where the gateway is: host:port (gRPC) or a base URL (HTTP).
+    address: str
+
+    @abstractmethod
+    def ask(
+        self,
+        question: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        max_tokens: int = 0,
+        timeout: float = ASK_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> AsyncIterator[AskEvent]:
+        """The answer as it streams: Citations, then Delta events, then Finished. Zero
+        and None leave a setting to the server."""
+
+    async def ask_text(
+        self,
+        question: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        max_tokens: int = 0,
+        timeout: float = ASK_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[str, list[Citation], Finished]:
+        """The whole answer: (text, citations, finished)."""
+        parts: list[str] = []
+        citations: list[Citation] = []
+        finished: Finished | None = None
+        async for event in self.ask(
+            question,
+            collection=collection,
+            top_k=top_k,
+            mode=mode,
+            tags=tags,
+            max_tokens=max_tokens,
+            timeout=timeout,
+        ):
+            if isinstance(event, Citations):
+                citations = event.citations
+            elif isinstance(event, Delta):
+                parts.append(event.text)
+            else:
+                finished = event
+        if finished is None:
+            raise GatewayError("INTERNAL", "the answer stream ended without a finished event")
+        return "".join(parts), citations, finished
+
+    @abstractmethod
+    async def search(
+        self,
+        query: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        timeout: float = SEARCH_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> list[Hit]:
+        """Retrieval only: the ranked chunks an ask would draw on."""
+
+    @abstractmethod
+    async def ingest(
+        self,
+        documents: Iterable[Document],
+        *,
+        collection: str = "",
+        timeout: float = INGEST_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> list[IngestResult]:
+        """Indexes documents; unchanged ones are skipped. One result per document."""
+
+    @abstractmethod
+    async def delete(
+        self,
+        doc_id: str,
+        collection: str = "",
+        *,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> int:
+        """Removes a document's chunks; returns how many there were (0: no such document)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Closes what the client opened."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class GrpcClient(GatewayClient):
+    """ragplane.v1.GatewayService over gRPC. `target` is host:port (any gRPC target), or
+    a channel the caller owns and closes."""
+
+    def __init__(self, target: str | grpc.aio.Channel) -> None:
+        if isinstance(target, str):
+            self.address = target
+            self._channel = open_channel(target)
+            self._owns_channel = True
+        else:
+            self.address = "(a caller's channel)"
+            self._channel = target
+            self._owns_channel = False
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        max_tokens: int = 0,
+        timeout: float = ASK_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> AsyncIterator[AskEvent]:
+        request = gateway_pb2.AskRequest(
+            collection=collection,
+            question=question,
+            top_k=top_k,
+            mode=_mode(mode),
+            filter=common_pb2.MetadataFilter(tags=list(tags)),
+            max_tokens=max_tokens,
+        )
+        call = self._stub.Ask(request, timeout=timeout)
+        try:
+            async for message in call:
+                yield event_from_proto(message)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        finally:
+            call.cancel()  # a caller that stopped early ends the stream; no-op when done
+
+    async def search(
+        self,
+        query: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        timeout: float = SEARCH_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> list[Hit]:
+        request = gateway_pb2.GatewayServiceSearchRequest(
+            collection=collection,
+            query=query,
+            top_k=top_k,
+            mode=_mode(mode),
+            filter=common_pb2.MetadataFilter(tags=list(tags)),
+        )
+        try:
+            reply = await self._stub.Search(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return [hit_from_proto(h) for h in reply.hits]
+
+    async def ingest(
+        self,
+        documents: Iterable[Document],
+        *,
+        collection: str = "",
+        timeout: float = INGEST_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> list[IngestResult]:
+        request = gateway_pb2.IngestRequest(
+            collection=collection, documents=[_document_proto(d) for d in documents]
+        )
+        try:
+            reply = await self._stub.Ingest(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return [
+            IngestResult(
+                doc_id=r.doc_id,
+                status=IngestStatus(r.status),
+                chunks_written=r.chunks_written,
+                chunks_deleted=r.chunks_deleted,
+                error=r.error,
+            )
+            for r in reply.results
+        ]
+
+    async def delete(
+        self,
+        doc_id: str,
+        collection: str = "",
+        *,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> int:
+        request = gateway_pb2.GatewayServiceDeleteDocumentRequest(
+            collection=collection, doc_id=doc_id
+        )
+        try:
+            reply = await self._stub.DeleteDocument(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return reply.chunks_deleted
+
+    async def close(self) -> None:
+        if self._owns_channel:
+            await self._channel.close()
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> GatewayError:
+        # A gateway that answers UNAVAILABLE (a dependency is down) leaves the channel
+        # READY; one that never answered leaves it connecting or failed.
+        connected = self._channel.get_state() == grpc.ChannelConnectivity.READY
+        return error_from_rpc(exc, connected=connected)
+
+
+class HttpClient(GatewayClient):
+    """The gateway's OpenAI-compatible HTTP API: `POST /v1/chat/completions` streamed as
+    server-sent events (the collection is the chat's `model`, the retrieval settings go in
+    its `ragplane` object) and `POST /v1/search`. It has no ingest or delete."""
+
+    def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.address = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(base_url=self.address, transport=transport)
+
+    async def ask(
+        self,
+        question: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        max_tokens: int = 0,
+        timeout: float = ASK_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> AsyncIterator[AskEvent]:
+        body: dict[str, Any] = {
+            "model": collection or DEFAULT_MODEL,
+            "messages": [{"role": "user", "content": question}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if max_tokens:
+            body["max_completion_tokens"] = max_tokens
+        if options := _retrieval_options(top_k, mode, tags):
+            body["ragplane"] = options
+        decoder = ChatStreamDecoder()
+        try:
+            async with self._http.stream(
+                "POST", "/v1/chat/completions", json=body, timeout=timeout
+            ) as response:
+                if response.is_error:
+                    await response.aread()
+                    raise error_from_http(response.status_code, response.text)
+                sse = SseDecoder()
+                async for line in response.aiter_lines():
+                    data = sse.feed(line)
+                    if data is None:
+                        continue
+                    if data == "[DONE]":
+                        break
+                    for event in decoder.feed(_json_object(data)):
+                        yield event
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        yield decoder.finish()
+
+    async def search(
+        self,
+        query: str,
+        *,
+        collection: str = "",
+        top_k: int = 0,
+        mode: SearchMode | None = None,
+        tags: Iterable[str] = (),
+        timeout: float = SEARCH_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> list[Hit]:
+        body = {"query": query, **_retrieval_options(top_k, mode, tags)}
+        if collection:
+            body["collection"] = collection
+        reply = await self._post_json("/v1/search", body, timeout)
+        return [hit_from_json(h) for h in reply.get("hits") or []]
+
+    async def ingest(
+        self,
+        documents: Iterable[Document],
+        *,
+        collection: str = "",
+        timeout: float = INGEST_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> list[IngestResult]:
+        raise GatewayError(
+            "UNIMPLEMENTED", "the HTTP API cannot ingest; use the gRPC API (GrpcClient)"
+        )
+
+    async def delete(
+        self,
+        doc_id: str,
+        collection: str = "",
+        *,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> int:
+        raise GatewayError(
+            "UNIMPLEMENTED", "the HTTP API cannot delete; use the gRPC API (GrpcClient)"
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _post_json(self, path: str, body: dict[str, Any], limit_s: float) -> dict:
+        try:
+            reply = await self._http.post(path, json=body, timeout=limit_s)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if reply.is_error:
+            raise error_from_http(reply.status_code, reply.text)
+        return _json_object(reply.text)
+
+    def _transport_error(self, exc: httpx.HTTPError) -> GatewayError:
+        if isinstance(exc, httpx.TimeoutException):
+            return GatewayError("DEADLINE_EXCEEDED", f"no answer from {self.address} in time")
+        if isinstance(exc, httpx.ConnectError):
+            return GatewayError(
+                "UNAVAILABLE", f"cannot connect to {self.address}: {exc}", unreachable=True
+            )
+        return GatewayError("UNAVAILABLE", f"{self.address}: {exc}")
+
+
+def _mode(mode: SearchMode | None) -> common_pb2.SearchMode:
+    if mode is None:
+        return common_pb2.SEARCH_MODE_UNSPECIFIED
+    try:
+        return MODES[mode]
+    except KeyError:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}") from None
+
+
+def _retrieval_options(top_k: int, mode: SearchMode | None, tags: Iterable[str]) -> dict[str, Any]:
+    """The HTTP API's retrieval options: only those set, so that the server's defaults
+    apply to the rest."""
+    body: dict[str, Any] = {}
+    if top_k:
+        body["top_k"] = top_k
+    if mode is not None:
+        _mode(mode)
+        body["mode"] = mode
+    if tags := list(tags):
+        body["filter"] = {"tags": tags}
+    return body
+
+
+def _document_proto(d: Document) -> gateway_pb2.Document:
+    content = d.content.encode() if isinstance(d.content, str) else d.content
+    return gateway_pb2.Document(
+        doc_id=d.doc_id,
+        source=d.source,
+        title=d.title,
+        media_type=d.media_type,
+        content=content,
+        tags=list(d.tags),
+    )
+
+
+# ---- decoding: gRPC -----------------------------------------------------------------
+
+
+def event_from_proto(message: gateway_pb2.AskResponse) -> AskEvent:
+    """One streamed AskResponse as a client event."""
+    kind = message.WhichOneof("event")
+    if kind == "citations":
+        return Citations([citation_from_proto(c) for c in message.citations.citations])
+    if kind == "finished":
+        return finished_from_proto(message.finished)
+    return Delta(message.delta)
+
+
+def citation_from_proto(c: gateway_pb2.Citation) -> Citation:
+    return Citation(
+        index=c.index,
+        doc_id=c.doc_id,
+        title=c.title,
+        source=c.source,
+        section=c.section,
+        chunk_id=c.chunk_id,
+        score=c.score,
+        collection=c.collection,
+        text=c.text,
+        relevance=c.relevance,
+    )
+
+
+def finished_from_proto(f: gateway_pb2.AskFinished) -> Finished:
+    reason = None
+    if f.abstain_reason != gateway_pb2.ABSTAIN_REASON_UNSPECIFIED:
+        name = gateway_pb2.AbstainReason.Name(f.abstain_reason)
+        reason = name.removeprefix("ABSTAIN_REASON_").lower()
+    t = f.timings
+    return Finished(
+        finish_reason="length" if f.finish_reason == common_pb2.FINISH_REASON_LENGTH else "stop",
+        usage=Usage(f.usage.prompt_tokens, f.usage.completion_tokens),
+        abstained=f.abstained or reason is not None,
+        abstain_reason=reason,
+        timings=Timings(
+            embed_ms=t.embed_ms,
+            retrieve_ms=t.retrieve_ms,
+            rerank_ms=t.rerank_ms,
+            prompt_ms=t.prompt_ms,
+            time_to_first_token_ms=t.time_to_first_token_ms,
+            generate_ms=t.generate_ms,
+            total_ms=t.total_ms,
+        ),
+        unknown_names=tuple(f.unknown_names),
+    )
+
+
+def hit_from_proto(h: common_pb2.ScoredChunk) -> Hit:
+    c = h.chunk
+    return Hit(
+        chunk_id=c.id,
+        doc_id=c.doc_id,
+        title=c.title,
+        source=c.source,
+        section=c.section,
+        text=c.text,
+        collection=h.collection,
+        score=h.score,
+        relevance=h.relevance,
+        position=c.position,
+        tags=tuple(c.tags),
+        rerank_score=h.rerank_score if h.reranked else None,
+    )
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError, *, connected: bool = True) -> GatewayError:
+    """A failed call's status as a GatewayError; `connected` False marks UNAVAILABLE as
+    no gateway reached."""
+    code = exc.code()
+    return GatewayError(
+        code.name,
+        exc.details() or code.name,
+        unreachable=code == grpc.StatusCode.UNAVAILABLE and not connected,
+    )
+
+
+# ---- decoding: HTTP -----------------------------------------------------------------
+
+GRPC_CODES = frozenset(c.name for c in grpc.StatusCode)
+# The gRPC status behind an HTTP status, as the gateway's HTTP routes map them.
+HTTP_CODES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "FAILED_PRECONDITION",
+    412: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED",
+    422: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_from_http(status: int, body: str) -> GatewayError:
+    """An HTTP error response (`{"error": {"message", "type", "code"}}`) as a
+    GatewayError: the body's code when it is a gRPC status name, else one for the status."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    if not isinstance(error, dict):
+        error = {"message": body.strip() or f"HTTP {status}"}
+    fallback = HTTP_CODES.get(status, "INTERNAL" if status >= 500 else "UNKNOWN")
+    return error_from_json(error, fallback, http_status=status)
+
+
+def error_from_json(
+    error: dict[str, Any], fallback: str, *, http_status: int | None = None
+) -> GatewayError:
+    named = str(error.get("code") or "").upper()
+    return GatewayError(
+        named if named in GRPC_CODES else fallback,
+        str(error.get("message") or fallback),
+        http_status=http_status,
+    )
+
+
+class SseDecoder:
+    """Server-sent events, line by line: feed() returns an event's data when a blank line
+    ends it, else None. Comments and fields other than data are skipped."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        line = line.rstrip("\r\n")
+        if not line:
+            data, self._data = self._data, []
+            return "\n".join(data) if data else None
+        if line.startswith("data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+
+class ChatStreamDecoder:
+    """OpenAI chat completion chunks, with the gateway's extra fields (`citations` in the
+    first, `abstained`, `abstain_reason`, `timings` and `usage` towards the end), as
+    client events; finish() gives the Finished event once the stream is over."""
+
+    def __init__(self) -> None:
+        self._cited = False
+        self._finish_reason: str | None = None
+        self._last: dict[str, Any] = {}
+        self._usage = Usage()
+
+    def feed(self, chunk: dict[str, Any]) -> list[AskEvent]:
+        if isinstance(chunk.get("error"), dict):
+            # Failed after the response had begun (status 200 already sent).
+            raise error_from_json(chunk["error"], "INTERNAL")
+        events: list[AskEvent] = []
+        if chunk.get("citations") is not None and not self._cited:
+            self._cited = True
+            events.append(Citations([citation_from_json(c) for c in chunk["citations"]]))
+        for choice in chunk.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            if text:
+                events.append(Delta(text))
+            if choice.get("finish_reason"):
+                self._finish_reason = choice["finish_reason"]
+        if chunk.get("usage"):
+            self._usage = usage_from_json(chunk["usage"])
+        for key in ("abstained", "abstain_reason", "timings", "unknown_names"):
+            if chunk.get(key) is not None:
+                self._last[key] = chunk[key]
+        return events
+
+    def finish(self) -> Finished:
+        if self._finish_reason is None:
+            raise GatewayError("UNAVAILABLE", "the answer stream ended before it finished")
+        return _finished_from_json(self._finish_reason, self._usage, self._last)
+
+
+def decode_sse(text: str) -> list[AskEvent]:
+    """Every event of a whole SSE body (what HttpClient.ask yields from a stream)."""
+    sse, chat = SseDecoder(), ChatStreamDecoder()
+    events: list[AskEvent] = []
+    for data in _sse_data(sse, text.splitlines() + [""]):
+        if data == "[DONE]":
+            break
+        events.extend(chat.feed(_json_object(data)))
+    events.append(chat.finish())
+    return events
+
+
+def _sse_data(sse: SseDecoder, lines: Iterable[str]) -> Iterator[str]:
+    for line in lines:
+        data = sse.feed(line)
+        if data is not None:
+            yield data
+
+
+def citation_from_json(c: dict[str, Any]) -> Citation:
+    return Citation(
+        index=int(c.get("index", 0)),
+        doc_id=str(c.get("doc_id", "")),
+        title=str(c.get("title", "")),
+        source=str(c.get("source", "")),
+        section=str(c.get("section", "")),
+        chunk_id=str(c.get("chunk_id", "")),
+        score=float(c.get("score") or 0.0),
+        collection=str(c.get("collection", "")),
+        text=str(c.get("text", "")),
+        relevance=float(c.get("relevance") or 0.0),
+    )
+
+
+def usage_from_json(u: dict[str, Any]) -> Usage:
+    return Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or 0))
+
+
+def _finished_from_json(finish_reason: str, usage: Usage, last: dict[str, Any]) -> Finished:
+    reason = last.get("abstain_reason") or None
+    timings = {k: float(v) for k, v in (last.get("timings") or {}).items() if k in TIMING_KEYS}
+    return Finished(
+        finish_reason="length" if finish_reason == "length" else "stop",
+        usage=usage,
+        abstained=bool(last.get("abstained")) or reason is not None,
+        abstain_reason=str(reason).lower() if reason else None,
+        timings=Timings(**timings),
+        unknown_names=tuple(last.get("unknown_names") or ()),
+    )
+
+
+TIMING_KEYS = frozenset(asdict(Timings()))
+
+
+def hit_from_json(h: dict[str, Any]) -> Hit:
+    """A search hit: a ScoredChunk's fields, the chunk nested under `chunk` or not."""
+    c = h.get("chunk") or h
+    rerank = h.get("rerank_score")
+    return Hit(
+        chunk_id=str(c.get("chunk_id") or c.get("id") or ""),
+        doc_id=str(c.get("doc_id", "")),
+        title=str(c.get("title", "")),
+        source=str(c.get("source", "")),
+        section=str(c.get("section", "")),
+        text=str(c.get("text", "")),
+        collection=str(h.get("collection", "")),
+        score=float(h.get("score") or 0.0),
+        relevance=float(h.get("relevance") or 0.0),
+        position=int(c.get("position") or 0),
+        tags=tuple(c.get("tags") or ()),
+        rerank_score=float(rerank) if rerank is not None and h.get("reranked", True) else None,
+    )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise GatewayError("INTERNAL", f"the gateway sent invalid JSON: {text[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise GatewayError("INTERNAL", f"the gateway sent {type(value).__name__}, not an object")
+    return value
