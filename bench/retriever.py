@@ -23,6 +23,11 @@ from ragplane.v1 import (
 # fetches the same, so the comparison is of the service, not of what it returns.
 FIELDS = [*CHUNK_FIELDS, "tags"]
 RERANK_CANDIDATES = 10
+SEARCH_MODES = {
+    "dense": common_pb2.SEARCH_MODE_DENSE,
+    "keyword": common_pb2.SEARCH_MODE_KEYWORD,
+    "hybrid": common_pb2.SEARCH_MODE_HYBRID,
+}
 
 QUESTIONS = [
     "How do I roll back a bad deploy?",
@@ -83,7 +88,7 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
                 model=embedded.model,
                 query_vector=vectors[i],
                 query_text=QUESTIONS[i],
-                mode={"dense": 1, "keyword": 2, "hybrid": 3}[mode.removesuffix("+rerank")],
+                mode=SEARCH_MODES[mode.removesuffix("+rerank")],
                 top_k=top_k,
                 rerank=common_pb2.Rerank(
                     mode=common_pb2.RERANK_MODE_ON if rerank else common_pb2.RERANK_MODE_OFF,
@@ -135,8 +140,8 @@ async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
 
 def _scorer(state_dir: Path):
     """The same scorer the stack's retriever runs, in this process."""
-    from ragplane.generator.model import ensure_hf_model
+    from ragplane.models import converted_smollm2
     from ragplane.retriever.rerank import QueryLikelihoodScorer
 
-    folder = ensure_hf_model(state_dir).path
+    folder = converted_smollm2(state_dir).path
     return QueryLikelihoodScorer(folder, max_passage_tokens=256, batch_size=8)

@@ -29,10 +29,10 @@ from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 class Mode:
     """One retrieval configuration the evaluation compares."""
 
-    search: int
-    rerank: int = common_pb2.RERANK_MODE_OFF
+    search: common_pb2.SearchMode
+    rerank: common_pb2.RerankMode = common_pb2.RERANK_MODE_OFF
     fusion: common_pb2.Fusion | None = None
-    identifier_boost: int = common_pb2.IDENTIFIER_BOOST_UNSPECIFIED
+    identifier_boost: common_pb2.IdentifierBoost = common_pb2.IDENTIFIER_BOOST_UNSPECIFIED
 
     def ask_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {

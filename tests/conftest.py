@@ -62,11 +62,12 @@ async def running_stack(
     exporting their spans to the in-test OTLP receiver."""
     state = tmp_path_factory.mktemp("stack")
     (state / "models").symlink_to(shared_model_cache() / "models", target_is_directory=True)
-    ports = free_ports(9)
+    ports = free_ports(10)
     layout = stack.StackLayout(
         state_dir=state,
         ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
-        metrics_ports=dict(zip(stack.SERVICES, ports[5:], strict=True)),
+        metrics_ports=dict(zip(stack.SERVICES, ports[5:9], strict=True)),
+        http_port=ports[9],
     )
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{span_sink[1]}",

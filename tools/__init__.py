@@ -1,1 +1,2 @@
-"""Repository-only generators: protobuf code and Grafana dashboards."""
+"""Repository-only tools: the protobuf code and Grafana dashboard generators, and the
+type check over the installed package layout."""

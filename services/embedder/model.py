@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ragplane.errors import ConfigError
 from ragplane.models import ModelPin, model_identity, resolve
 
 
@@ -36,6 +37,9 @@ class EmbeddingModel:
         # truncation settings as state, so sharing the model's across threads corrupts
         # the batch the model is encoding at the same time.
         self._counting_tokenizer = AutoTokenizer.from_pretrained(folder)
+        if self.model.max_seq_length is None:
+            # Texts over the limit are refused, not truncated: the model must say it.
+            raise ConfigError(f"{resolved.id} at {folder} sets no max_seq_length")
         self.max_sequence_length = int(self.model.max_seq_length)
         self.identity = model_identity(
             resolved, dimension=int(self.model.get_embedding_dimension() or 0)

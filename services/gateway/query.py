@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from opentelemetry import trace
 
@@ -21,6 +22,8 @@ from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
 from ragplane.names import named_terms
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, generator_pb2, retriever_pb2
+
+E = TypeVar("E")
 
 MAX_QUESTION_CHARS = 4000
 MAX_TOP_K = 50
@@ -341,27 +344,37 @@ def _search_request(
         ),
         top_k=top_k,
         fusion=common_pb2.Fusion(
-            method=FUSION_METHODS[fusion.method] if fusion.method else 0,
+            method=(
+                FUSION_METHODS[fusion.method]
+                if fusion.method
+                else common_pb2.FUSION_METHOD_UNSPECIFIED
+            ),
             rrf_k=fusion.rrf_k,
             dense_weight=fusion.dense_weight,
             keyword_weight=fusion.keyword_weight,
         ),
         rerank=common_pb2.Rerank(
-            mode=_tristate(rerank.enabled, common_pb2.RERANK_MODE_ON, common_pb2.RERANK_MODE_OFF),
+            mode=_tristate(
+                rerank.enabled,
+                common_pb2.RERANK_MODE_UNSPECIFIED,
+                common_pb2.RERANK_MODE_ON,
+                common_pb2.RERANK_MODE_OFF,
+            ),
             candidates=rerank.candidates,
             weight=rerank.weight,
         ),
         extra_collections=retrieval.extra_collections,
         identifier_boost=_tristate(
             retrieval.identifier_boost,
+            common_pb2.IDENTIFIER_BOOST_UNSPECIFIED,
             common_pb2.IDENTIFIER_BOOST_ON,
             common_pb2.IDENTIFIER_BOOST_OFF,
         ),
     )
 
 
-def _tristate(value: bool | None, on: int, off: int) -> int:
-    return 0 if value is None else on if value else off
+def _tristate(value: bool | None, unset: E, on: E, off: E) -> E:
+    return unset if value is None else on if value else off
 
 
 def _hit(hit: common_pb2.ScoredChunk) -> api.Hit:

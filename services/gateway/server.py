@@ -17,6 +17,7 @@ from ragplane.config import (
 )
 from ragplane.gateway.clients import Backends, Timeouts
 from ragplane.gateway.grpc_api import GatewayServicer
+from ragplane.gateway.http.app import start_http
 from ragplane.gateway.indexing import IndexingPipeline
 from ragplane.gateway.query import (
     DEFAULT_TOP_K,
@@ -87,7 +88,15 @@ async def run(settings: GatewaySettings) -> None:
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
         return [gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name]
 
-    await serve("gateway", settings.address, register, on_shutdown=backends.close)
+    # The HTTP API (http/app.py): its own port, the same pipeline; stopped after the gRPC
+    # server has drained, before the channels close.
+    http = await start_http(settings, query, backends)
+
+    async def shutdown() -> None:
+        await http.stop()
+        await backends.close()
+
+    await serve("gateway", settings.address, register, on_shutdown=shutdown)
 
 
 def main() -> None:

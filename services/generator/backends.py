@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -73,7 +73,7 @@ class Backend(Protocol):
 
     def generate(
         self, messages: Sequence[Message], sampling: Sampling
-    ) -> AsyncIterator[str | Finished]:
+    ) -> AsyncGenerator[str | Finished, None]:
         """Text deltas, then one Finished. Closing or cancelling the iterator aborts the
         request in the model server."""
         ...
@@ -154,7 +154,7 @@ class VllmInProcessBackend:
 
     async def generate(
         self, messages: Sequence[Message], sampling: Sampling
-    ) -> AsyncIterator[str | Finished]:
+    ) -> AsyncGenerator[str | Finished, None]:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -169,7 +169,10 @@ class VllmInProcessBackend:
         )
         completion_tokens = 0
         # vLLM aborts the request when this loop is cancelled or closed.
-        async for output in self._engine.generate(engine_input, params, uuid.uuid4().hex):
+        # engine_input is the TokensPrompt dict _render builds.
+        request_id = uuid.uuid4().hex
+        outputs = self._engine.generate(engine_input, params, request_id)  # type: ignore[arg-type]
+        async for output in outputs:
             piece = output.outputs[0]
             completion_tokens += len(piece.token_ids)
             if piece.text:
@@ -249,7 +252,7 @@ class OpenAICompatibleBackend:
 
     async def generate(
         self, messages: Sequence[Message], sampling: Sampling
-    ) -> AsyncIterator[str | Finished]:
+    ) -> AsyncGenerator[str | Finished, None]:
         body = self._chat_body(messages, sampling)
         reason = "stop"
         try:

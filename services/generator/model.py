@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragplane.models import SMOLLM2, ModelPin, ResolvedModel, converted_smollm2
+from ragplane.models import SMOLLM2, ModelPin
 
 MODEL_PATH_VARIABLE = "RAGPLANE_GENERATOR_MODEL_PATH"
 
@@ -24,9 +24,3 @@ def model_pin(path: str, model_id: str = "", revision: str = "") -> ModelPin:
         source=str(Path(path).expanduser().absolute()),
         source_variable=MODEL_PATH_VARIABLE,
     )
-
-
-# Old names, for services/generator/openai_server.py and bench/retriever.py until they
-# import ResolvedModel and converted_smollm2 from ragplane.models.
-ModelFolder = ResolvedModel
-ensure_hf_model = converted_smollm2

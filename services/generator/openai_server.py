@@ -13,11 +13,11 @@ from pathlib import Path
 import httpx
 
 from ragplane.generator.backends import vllm_environment
-from ragplane.generator.model import ModelFolder
+from ragplane.models import ResolvedModel
 
 
 def start(
-    folder: ModelFolder,
+    folder: ResolvedModel,
     port: int,
     state_dir: Path,
     log: Path,
@@ -28,7 +28,7 @@ def start(
     """Starts `python -m vllm.entrypoints.openai.api_server` on loopback."""
     argv = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(folder.path), "--served-model-name", folder.model_id,
+        "--model", str(folder.path), "--served-model-name", folder.id,
         "--host", "127.0.0.1", "--port", str(port),
         "--max-model-len", str(max_model_len), "--kv-cache-memory-bytes", str(kv_cache_bytes),
         "--enforce-eager",

@@ -187,7 +187,7 @@ class QueryLikelihoodScorer:
 
     def _prefix_ids(self, passage: str) -> list[int]:
         ids = self._tokenizer(passage, add_special_tokens=False)["input_ids"]
-        passage = self._tokenizer.decode(ids[: self._max_passage_tokens])
+        passage = str(self._tokenizer.decode(ids[: self._max_passage_tokens]))
         return self._tokenizer(QL_PREFIX.format(passage=passage), add_special_tokens=False)[
             "input_ids"
         ]

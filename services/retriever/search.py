@@ -102,23 +102,11 @@ class Searcher:
             query.fusion,
             query.identifier_boost,
         )
-        result = SearchResult(hits=[])
         if query.rerank.on and merged:
-            assert query.text is not None
-            rerank_started = time.perf_counter()
-            scores = await self._rerank(query.text, merged)
-            elapsed = time.perf_counter() - rerank_started
-            metrics.RERANK_DURATION.observe(elapsed)
-            result.rerank_ms = elapsed * 1000
-            result.reranker = self._reranker.label
-            order = rerank_order(scores, query.rerank.weight)
-            result.hits = [
-                _hit(*merged[i], vector, query.mode, scores[i]) for i in order[: query.top_k]
-            ]
+            result = await self._reranked(query, merged, vector)
         else:
-            result.hits = [
-                _hit(name, hit, vector, query.mode) for name, hit in merged[: query.top_k]
-            ]
+            top = merged[: query.top_k]
+            result = SearchResult([_hit(name, hit, vector, query.mode) for name, hit in top])
         metrics.SEARCH_HITS.observe(len(result.hits))
         if query.name_check is not None:
             result.unknown_terms = await self._unknown_names(query, result.hits)
@@ -241,12 +229,27 @@ class Searcher:
         metrics.SEARCH_DURATION.labels(mode.value).observe(time.perf_counter() - started)
         return hits
 
-    async def _rerank(self, text: str, candidates: Ranking) -> list[float]:
+    async def _reranked(
+        self, query: SearchQuery, candidates: Ranking, vector: list[float] | None
+    ) -> SearchResult:
+        """The top_k of the candidates in the reranker's order, weighed against theirs."""
+        assert query.text is not None
+        started = time.perf_counter()
         with tracer.start_as_current_span("rerank") as span:
             span.set_attributes(
                 {"ragplane.reranker": self._reranker.label, "ragplane.candidates": len(candidates)}
             )
-            return await self._reranker.score(text, [hit.chunk.text for _, hit in candidates])
+            passages = [hit.chunk.text for _, hit in candidates]
+            scores = await self._reranker.score(query.text, passages)
+        elapsed = time.perf_counter() - started
+        metrics.RERANK_DURATION.observe(elapsed)
+        order = rerank_order(scores, query.rerank.weight)
+        chosen = [(candidates[i], scores[i]) for i in order[: query.top_k]]
+        return SearchResult(
+            [_hit(name, hit, vector, query.mode, score) for (name, hit), score in chosen],
+            rerank_ms=elapsed * 1000,
+            reranker=self._reranker.label,
+        )
 
     async def _unknown_names(self, query: SearchQuery, hits: Sequence[SearchHit]) -> list[str]:
         """The name check: terms the first context_hits hits miss are looked up with

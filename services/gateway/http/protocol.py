@@ -35,7 +35,11 @@ class WireModel(BaseModel):
     @model_serializer(mode="wrap")
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        return {k: v for k, v in data.items() if v is not None or k not in self._omit_when_none}
+        omit = self._omitted()
+        return {k: v for k, v in data.items() if v is not None or k not in omit}
+
+    def _omitted(self) -> frozenset[str]:
+        return self._omit_when_none
 
 
 class StrictModel(BaseModel):
@@ -49,7 +53,7 @@ class MetadataFilter(StrictModel):
     """Restricts retrieval to some chunks; empty fields do not restrict."""
 
     doc_ids: list[str] = Field(default_factory=list, description="Only chunks of these documents.")
-    source_prefix: str = Field("", description="Only chunks whose source starts with this.")
+    source_prefix: str = Field(default="", description="Only chunks whose source starts with this.")
     tags: list[str] = Field(
         default_factory=list, description="Only chunks of documents with one of these tags."
     )
@@ -59,16 +63,22 @@ class FusionOptions(StrictModel):
     """How hybrid search fuses its dense and keyword rankings (server defaults when unset)."""
 
     method: Literal["rrf", "weighted"] | None = None
-    rrf_k: int = Field(0, ge=0, description="RRF's k; 0 means 60.")
-    dense_weight: float = Field(0.0, ge=0.0, description="Weighted fusion; both 0: 0.5 each.")
-    keyword_weight: float = Field(0.0, ge=0.0)
+    rrf_k: int = Field(default=0, ge=0, description="RRF's k; 0 means 60.")
+    dense_weight: float = Field(
+        default=0.0, ge=0.0, description="Weighted fusion; both 0: 0.5 each."
+    )
+    keyword_weight: float = Field(default=0.0, ge=0.0)
 
 
 class RerankOptions(StrictModel):
-    enabled: bool | None = Field(None, description="Rerank the fused candidates; None: default.")
-    candidates: int = Field(0, ge=0, description="Candidates rescored; 0: the server's default.")
+    enabled: bool | None = Field(
+        default=None, description="Rerank the fused candidates; None: default."
+    )
+    candidates: int = Field(
+        default=0, ge=0, description="Candidates rescored; 0: the server's default."
+    )
     weight: float = Field(
-        0.0, ge=0.0, description="Weight of the reranker's order (0-1); 0: the default."
+        default=0.0, ge=0.0, description="Weight of the reranker's order (0-1); 0: the default."
     )
 
 
@@ -80,16 +90,16 @@ class RetrievalOptions(StrictModel):
         description="More collections to search along with the main one (same embedding model).",
     )
     top_k: int | None = Field(
-        None, ge=1, description="Chunks to retrieve: at most 50 for chat, 100 for search."
+        default=None, ge=1, description="Chunks to retrieve: at most 50 for chat, 100 for search."
     )
     mode: Literal["dense", "keyword", "hybrid"] | None = None
     filter: MetadataFilter = Field(default_factory=MetadataFilter)
     fusion: FusionOptions = Field(default_factory=FusionOptions)
     rerank: bool | RerankOptions | None = Field(
-        None, description="true/false, or the reranker's options."
+        default=None, description="true/false, or the reranker's options."
     )
     identifier_boost: bool | None = Field(
-        None, description="Rank first the chunks that mention the query's identifiers."
+        default=None, description="Rank first the chunks that mention the query's identifiers."
     )
 
 
@@ -127,27 +137,32 @@ class ChatCompletionRequest(BaseModel):
         min_length=1, description="Earlier turns, then the question as the last user message."
     )
     model: str | None = Field(
-        None,
+        default=None,
         description=f"A collection name; omitted or {DEFAULT_MODEL!r}: the server's default.",
     )
     temperature: float | None = Field(
-        None, ge=0.0, le=2.0, description="Sampling temperature; default 0 (greedy), not 1."
+        default=None, ge=0.0, le=2.0, description="Sampling temperature; default 0 (greedy), not 1."
     )
-    top_p: float | None = Field(None, gt=0.0, le=1.0)
-    max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI; same as below.")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Deprecated by OpenAI; same as below."
+    )
     max_completion_tokens: int | None = Field(
-        None, ge=1, description="Answer length limit; the server's default when omitted."
+        default=None, ge=1, description="Answer length limit; the server's default when omitted."
     )
     stop: str | list[str] | None = None
-    user: str | None = Field(None, description="Accepted for compatibility; not used.")
+    user: str | None = Field(default=None, description="Accepted for compatibility; not used.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = Field(None, description="Only 1.")
-    tools: list[Any] | None = Field(None, description="Not supported.")
-    logprobs: bool | None = Field(None, description="Not supported (false only).")
-    response_format: dict[str, Any] | None = Field(None, description='Only {"type": "text"}.')
+    n: int | None = Field(default=None, description="Only 1.")
+    tools: list[Any] | None = Field(default=None, description="Not supported.")
+    logprobs: bool | None = Field(default=None, description="Not supported (false only).")
+    response_format: dict[str, Any] | None = Field(
+        default=None, description='Only {"type": "text"}.'
+    )
     ragplane: RetrievalOptions | None = Field(
-        None, description="Retrieval options (openai client: extra_body={'ragplane': {...}})."
+        default=None,
+        description="Retrieval options (openai client: extra_body={'ragplane': {...}}).",
     )
 
     @field_validator("n")
@@ -225,26 +240,30 @@ class Choice(BaseModel):
 
 
 class AnswerOutcome(WireModel):
-    """What ragplane adds to OpenAI's completion: whether it abstained and why."""
-
-    _omit_when_none = frozenset({"abstained", "abstain_reason", "retrieval_query", "timings"})
+    """What ragplane adds to OpenAI's completion: whether it abstained and why. On the
+    completion, and on the last chunk of a stream (with the finish reason) only."""
 
     abstained: bool | None = Field(
-        None, description="True when the corpus does not answer the question ('I don't know')."
+        default=None,
+        description="True when the corpus does not answer the question ('I don't know').",
     )
     abstain_reason: Literal["no_hits", "low_relevance", "unknown_names"] | None = None
     unknown_names: list[str] | None = Field(
-        None, description="The question's names the corpus does not know."
+        default=None, description="The question's names the corpus does not know."
     )
     retrieval_query: str | None = Field(
-        None, description="The search query, when earlier turns made the question self-contained."
+        default=None,
+        description="The search query, when earlier turns made the question self-contained.",
     )
     timings: Timings | None = None
 
+    def _omitted(self) -> frozenset[str]:
+        if self.abstained is None:
+            return self._omit_when_none | frozenset(AnswerOutcome.model_fields)
+        return self._omit_when_none
+
 
 class ChatCompletion(AnswerOutcome):
-    _omit_when_none = AnswerOutcome._omit_when_none
-
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -273,7 +292,7 @@ class ChatCompletionChunk(AnswerOutcome):
     last choice the finish reason and ragplane's outcome fields, and with include_usage
     one more, with no choices, the usage."""
 
-    _omit_when_none = AnswerOutcome._omit_when_none | {"citations", "unknown_names", "usage"}
+    _omit_when_none = frozenset({"citations", "usage"})
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -292,7 +311,7 @@ class ModelCard(BaseModel):
 
     id: str = Field(description="The collection name: chat completions' `model`.")
     object: Literal["model"] = "model"
-    created: int = Field(0, description="Always 0: collections do not record when.")
+    created: int = Field(default=0, description="Always 0: collections do not record when.")
     owned_by: Literal["ragplane"] = "ragplane"
     embedding_model: str = Field(description="The embedding model the collection was made with.")
     embedding_model_revision: str
@@ -311,11 +330,13 @@ class ModelList(BaseModel):
 
 class EmbeddingRequest(BaseModel):
     input: str | list[str] = Field(description="A text or a list of texts (no token arrays).")
-    model: str | None = Field(None, description="Omitted, or the embedder's model id.")
+    model: str | None = Field(default=None, description="Omitted, or the embedder's model id.")
     encoding_format: Literal["float", "base64"] = Field(
-        "float", description="base64: little-endian float32, as OpenAI encodes it."
+        default="float", description="base64: little-endian float32, as OpenAI encodes it."
     )
-    dimensions: int | None = Field(None, ge=1, description="Only the model's own dimension.")
+    dimensions: int | None = Field(
+        default=None, ge=1, description="Only the model's own dimension."
+    )
     user: str | None = None
 
 
@@ -344,9 +365,9 @@ class SearchRequest(RetrievalOptions):
     """Retrieval only: the chunks an answer would draw on."""
 
     query: str
-    collection: str | None = Field(None, description="Omitted: the server's default.")
+    collection: str | None = Field(default=None, description="Omitted: the server's default.")
     context_top_k: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Hits an answer would give the model, on which abstain_reason is judged.",
     )
@@ -364,7 +385,7 @@ class SearchHit(BaseModel):
     collection: str
     score: float = Field(description="The retrieval score (scales differ by mode).")
     relevance: float = Field(description="Query-chunk cosine similarity, whatever the mode.")
-    rerank_score: float | None = Field(None, description="Set when the hits were reranked.")
+    rerank_score: float | None = Field(default=None, description="Set when the hits were reranked.")
 
 
 class SearchTimings(BaseModel):

@@ -52,7 +52,9 @@ class HttpServing:
             name = ""
         return api.valid_collection(name or "", self._default_collection)
 
-    async def chat(self, request: p.ChatCompletionRequest, budget: float | None) -> p.ChatCompletion:
+    async def chat(
+        self, request: p.ChatCompletionRequest, budget: float | None
+    ) -> p.ChatCompletion:
         """The whole answer in one chat.completion."""
         collection = self._collection(request.model)
         citations: list[api.Citation] = []
@@ -336,7 +338,10 @@ def search_response(result: api.SearchResult) -> p.SearchResponse:
         abstain_reason=result.abstain_reason.value if result.abstain_reason else None,
         unknown_names=list(result.unknown_names),
         timings=p.SearchTimings(
-            embed_ms=t.embed_ms, retrieve_ms=t.retrieve_ms, rerank_ms=t.rerank_ms, total_ms=t.total_ms
+            embed_ms=t.embed_ms,
+            retrieve_ms=t.retrieve_ms,
+            rerank_ms=t.rerank_ms,
+            total_ms=t.total_ms,
         ),
     )
 

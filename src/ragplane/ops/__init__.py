@@ -1,1 +1,2 @@
-"""Operator tools: the CLI, the local stack launcher and the demo."""
+"""Operator tools: the CLI, the local stack launcher, Milvus Lite, the demo, and the
+helpers that start and stop their processes."""

@@ -31,11 +31,16 @@ class StackLayout:
     state_dir: Path
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
     metrics_ports: dict[str, int] = field(default_factory=lambda: dict(METRICS_PORTS))
+    # The gateway's HTTP API (RAGPLANE_GATEWAY_HTTP_ADDR).
+    http_port: int = 50060
     milvus_data_dir: Path | None = None
     host: str = "127.0.0.1"
 
     def address(self, name: str) -> str:
         return f"{self.host}:{self.ports[name]}"
+
+    def http_address(self) -> str:
+        return f"{self.host}:{self.http_port}"
 
     @property
     def run_dir(self) -> Path:
@@ -68,6 +73,7 @@ class StackLayout:
             env[f"RAGPLANE_{name.upper()}_METRICS_ADDR"] = f"{self.host}:{self.metrics_ports[name]}"
             if name != "gateway":
                 env[f"RAGPLANE_GATEWAY_{name.upper()}_TARGET"] = self.address(name)
+        env["RAGPLANE_GATEWAY_HTTP_ADDR"] = self.http_address()
         env.update(extra or {})
         return env
 

@@ -25,7 +25,7 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 
 from ragplane.ops.milvus_lite import start_milvus_lite
 from ragplane.ops.processes import Process, free_port, start_process
-from ragplane.retriever import store
+from ragplane.retriever import schema, store
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 T = 30  # deadline of every call, seconds
@@ -253,6 +253,45 @@ async def test_create_describe_drop(retriever):
         )
 
 
+async def test_list_collections_gives_ragplanes_by_name_with_model_and_size(
+    retriever, pg, processes
+):
+    client = MilvusClient(uri=processes.milvus_uri, timeout=T)
+    try:
+        client.create_collection("foreign", dimension=4, timeout=T)  # records no model
+    finally:
+        client.close()
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="listed", model=OTHER_MODEL), timeout=T
+    )
+    try:
+        reply = await retriever.ListCollections(retriever_pb2.ListCollectionsRequest(), timeout=T)
+    finally:
+        await retriever.DropCollection(
+            retriever_pb2.DropCollectionRequest(name="listed"), timeout=T
+        )
+        await asyncio.to_thread(drop_directly, processes.milvus_uri, "foreign")
+    names = [c.name for c in reply.collections]
+    assert names == sorted(names)
+    assert {"pg", "listed"} <= set(names)
+    assert "foreign" not in names
+    by_name = {c.name: c for c in reply.collections}
+    described = await retriever.DescribeCollection(
+        retriever_pb2.DescribeCollectionRequest(name=pg), timeout=T
+    )
+    assert by_name[pg] == described.collection
+    assert by_name[pg].chunk_count == sum(len(t) for t in CORPUS.values())
+    assert (by_name["listed"].model, by_name["listed"].chunk_count) == (OTHER_MODEL, 0)
+
+
+def drop_directly(uri: str, collection: str) -> None:
+    client = MilvusClient(uri=uri, timeout=T)
+    try:
+        client.drop_collection(collection, timeout=T)
+    finally:
+        client.close()
+
+
 async def test_create_is_idempotent_only_with_exist_ok_and_the_same_model(retriever, pg):
     again = await retriever.CreateCollection(
         retriever_pb2.CreateCollectionRequest(name=pg, model=MODEL, exist_ok=True), timeout=T
@@ -387,43 +426,43 @@ async def test_keyword_search_reads_titles_and_sections(retriever):
 async def test_collections_of_schema_2_still_serve_with_bm25_over_the_text(retriever, processes):
     """Collections created before the keywords field keep working as they were."""
     client = MilvusClient(uri=processes.milvus_uri)
-    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
+    fields = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    fields.add_field("id", DataType.VARCHAR, is_primary=True, max_length=512)
     for name in ("doc_id", "doc_hash", "title", "source", "section", "content_hash"):
-        schema.add_field(name, DataType.VARCHAR, max_length=2048)
-    schema.add_field("position", DataType.INT64)
-    schema.add_field(
+        fields.add_field(name, DataType.VARCHAR, max_length=2048)
+    fields.add_field("position", DataType.INT64)
+    fields.add_field(
         "text",
         DataType.VARCHAR,
         max_length=65535,
         enable_analyzer=True,
-        analyzer_params=store.TEXT_ANALYZER,
+        analyzer_params=schema.TEXT_ANALYZER,
     )
-    schema.add_field(
+    fields.add_field(
         "tags", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=32, max_length=128
     )
-    schema.add_field(store.SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
-    schema.add_field(store.DENSE_FIELD, DataType.FLOAT_VECTOR, dim=DIM)
-    schema.add_function(
+    fields.add_field(schema.SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
+    fields.add_field(schema.DENSE_FIELD, DataType.FLOAT_VECTOR, dim=DIM)
+    fields.add_function(
         Function(
             name="text_bm25",
             function_type=FunctionType.BM25,
             input_field_names=["text"],
-            output_field_names=[store.SPARSE_FIELD],
+            output_field_names=[schema.SPARSE_FIELD],
         )
     )
     index = client.prepare_index_params()
-    index.add_index(store.DENSE_FIELD, index_type="AUTOINDEX", metric_type="COSINE")
-    index.add_index(store.SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+    index.add_index(schema.DENSE_FIELD, index_type="AUTOINDEX", metric_type="COSINE")
+    index.add_index(schema.SPARSE_FIELD, index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
     record = store.ModelRecord(MODEL.id, MODEL.revision, MODEL.weights_sha256, MODEL.dimension)
     client.create_collection(
         "schema2",
-        schema=schema,
+        schema=fields,
         index_params=index,
         consistency_level="Strong",
         properties={
-            store.MODEL_PROPERTY: json.dumps(dataclasses.asdict(record)),
-            store.SCHEMA_PROPERTY: "2",
+            schema.MODEL_PROPERTY: json.dumps(dataclasses.asdict(record)),
+            schema.SCHEMA_PROPERTY: "2",
         },
     )
     client.close()
@@ -563,6 +602,91 @@ async def test_quotes_in_filter_values_cannot_widen_the_filter(retriever, pg):
         top_k=20,
     )
     assert [h.chunk.doc_id for h in hits] == [QUOTED_DOC]
+
+
+# Names check ---------------------------------------------------------------------
+
+
+async def unknown_names(stub, terms: list[str], **fields) -> list[str]:
+    """The names of `terms` a search's name check reports unknown."""
+    fields = {"collection": "pg", "model": MODEL, **fields}
+    context_hits = fields.pop("context_hits", 0)
+    request = retriever_pb2.SearchRequest(**fields)
+    request.name_check.terms.extend(terms)
+    request.name_check.context_hits = context_hits
+    reply = await stub.Search(request, timeout=T)
+    return list(reply.unknown_terms)
+
+
+async def test_names_in_the_hits_or_elsewhere_in_the_collection_are_known(retriever, pg):
+    target = chunk_of("pg/replication.md", 0)
+    query = dict(query_vector=target.vector, query_text="max_wal_senders", top_k=1)
+    # In the hit, only in pg/dump.md, nowhere, nowhere: the unknown ones in request order.
+    terms = ["CockroachDB", "max_wal_senders", "pg_restore", "Kubernetes"]
+    request = retriever_pb2.SearchRequest(collection=pg, model=MODEL, **query)
+    request.name_check.terms.extend(terms)
+    reply = await retriever.Search(request, timeout=T)
+    assert list(reply.unknown_terms) == ["CockroachDB", "Kubernetes"]
+    assert [h.chunk.id for h in reply.hits] == [target.chunk.id]
+    # The check changes no hit, and a search without one reports nothing.
+    assert list(reply.hits) == await search(retriever, **query)
+    plain = await retriever.Search(
+        retriever_pb2.SearchRequest(collection=pg, model=MODEL, **query), timeout=T
+    )
+    assert not plain.unknown_terms
+
+
+async def test_names_the_first_context_hits_miss_are_looked_up_four_at_most(retriever):
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="zoo", model=MODEL), timeout=T
+    )
+    animals = ["Aardvark", "Bison", "Cheetah", "Dingo", "Emu"]
+    try:
+        first = document("zoo/first.md", ["Nothing lives here."])
+        await upsert(retriever, "zoo", [first, document("zoo/all.md", [" ".join(animals)])])
+        query = dict(
+            collection="zoo",
+            query_vector=first.chunks[0].vector,
+            mode=common_pb2.SEARCH_MODE_DENSE,
+            top_k=2,
+        )
+        # All hits: the second names every animal.
+        assert await unknown_names(retriever, animals, **query) == []
+        # The first hit alone names none: four lookups find the other chunk, the fifth
+        # name is past the lookup limit.
+        assert await unknown_names(retriever, animals, context_hits=1, **query) == ["Emu"]
+    finally:
+        await retriever.DropCollection(retriever_pb2.DropCollectionRequest(name="zoo"), timeout=T)
+
+
+async def test_a_name_only_filtered_out_chunks_mention_is_unknown(retriever, pg):
+    wordy = chunk_of("pg/errors.md", 0)
+    query = dict(query_vector=wordy.vector, mode=common_pb2.SEARCH_MODE_DENSE, top_k=1)
+    terms = ["pg_restore", "unique_violation"]
+    assert await unknown_names(retriever, terms, **query) == []
+    # pg/dump.md alone names pg_restore: hidden by the filter, the lookup cannot find it.
+    hidden = common_pb2.MetadataFilter(doc_ids=["pg/replication.md", "pg/errors.md"])
+    assert await unknown_names(retriever, terms, filter=hidden, **query) == ["pg_restore"]
+
+
+async def test_names_are_looked_up_in_the_extra_collections_too(retriever, pg):
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="names_more", model=MODEL), timeout=T
+    )
+    try:
+        await upsert(
+            retriever, "names_more", [document("ha/etcd.md", ["Patroni keeps its leader in etcd."])]
+        )
+        query = dict(query_text="max_wal_senders", mode=common_pb2.SEARCH_MODE_KEYWORD, top_k=1)
+        assert await unknown_names(retriever, ["Patroni"], **query) == ["Patroni"]
+        found = await unknown_names(
+            retriever, ["Patroni"], extra_collections=["names_more"], **query
+        )
+        assert found == []
+    finally:
+        await retriever.DropCollection(
+            retriever_pb2.DropCollectionRequest(name="names_more"), timeout=T
+        )
 
 
 # Documents -----------------------------------------------------------------------

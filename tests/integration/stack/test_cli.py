@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ragplane.client import HttpClient
+from ragplane.client import GatewayError, HttpClient
 from tests.support import ROOT, free_port
 
 CORPUS = ROOT / "samples" / "handbook"
@@ -132,14 +132,42 @@ async def test_no_gateway_at_the_address_gets_a_hint(workdir):
     assert "UNAVAILABLE" not in run.err
 
 
+async def test_state_lives_in_the_users_state_dir_not_the_working_directory(workdir):
+    # Exit status not asserted: it depends on whether a stack runs on the default ports.
+    await ragplane(workdir, "status")
+    assert (workdir / "xdg-state" / "ragplane").is_dir()
+    assert not (workdir / ".ragplane").exists()
+
+
+async def test_ask_over_the_http_api(running_stack, ingested, workdir):
+    url = f"http://{running_stack.http_address()}"
+    run = await ragplane(
+        workdir,
+        "ask",
+        "--http",
+        url,
+        "--collection",
+        COLLECTION,
+        "--tag",
+        "no-such-tag",
+        "--json",
+        QUESTION,
+    )
+    assert run.code == 0, run.err
+    reply = json.loads(run.out)
+    assert reply["abstained"] and reply["abstain_reason"] == "no_hits"
+
+
 async def test_http_client_asks_the_http_api(running_stack, ingested):
-    port = running_stack.ports.get("gateway_http")
-    if port is None:
-        pytest.skip("the stack's layout has no HTTP port for the gateway yet (gateway_http)")
-    async with HttpClient(f"http://{running_stack.host}:{port}") as gateway:
+    async with HttpClient(f"http://{running_stack.http_address()}") as gateway:
         answer, citations, finished = await gateway.ask_text(QUESTION, collection=COLLECTION)
-    assert answer.strip() and not finished.abstained
-    assert any(c.doc_id == "runbooks/deploy.md" for c in citations)
+        hits = await gateway.search(QUESTION, collection=COLLECTION, top_k=3)
+        with pytest.raises(GatewayError) as missing:
+            await gateway.ask_text(QUESTION, collection="no_such_collection")
+    assert answer.strip() and not finished.abstained and finished.usage.completion_tokens > 0
+    assert any(c.doc_id == "runbooks/deploy.md" and c.text for c in citations)
+    assert len(hits) == 3 and all(h.collection == COLLECTION for h in hits)
+    assert (missing.value.code, missing.value.http_status) == ("NOT_FOUND", 404)
 
 
 async def test_deleting_an_unknown_document_fails(running_stack, ingested, workdir):

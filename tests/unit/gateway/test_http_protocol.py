@@ -392,7 +392,12 @@ async def test_an_unexpected_error_is_a_500_with_an_incident_not_a_traceback():
         (b'{"messages": "hi"}', {}, "messages", "valid list"),
         (b'{"messages": [{"role": "user", "content": 5}]}', {}, "messages.0.content", ""),
         (b'{"messages": [{"role": "user"}], "temperature": 3}', {}, "temperature", "2"),
-        (b'{"messages": [{"role": "user"}]}', {"X-Request-Timeout": "soon"}, "X-Request-Timeout", ""),
+        (
+            b'{"messages": [{"role": "user"}]}',
+            {"X-Request-Timeout": "soon"},
+            "X-Request-Timeout",
+            "",
+        ),
     ],
 )
 async def test_bad_requests_are_400_in_openai_shape(content, headers, param, words):
