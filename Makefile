@@ -39,7 +39,7 @@ lint: install
 
 clean:
 	$(BIN)/ragplane down || true
-	rm -rf .ragplane
+	rm -rf "$${RAGPLANE_STATE_DIR:-$${XDG_STATE_HOME:-$$HOME/.local/state}/ragplane}"
 
 # Full benchmarks (~12 min; indexes part of Debian's postgresql-doc-15 when installed),
 # then docs/performance.md from the report.
