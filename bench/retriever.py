@@ -9,7 +9,7 @@ from typing import Any
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
 
 from bench.harness import Bench, Stopwatch, percentile, spread
-from ragplane.retriever.store import CHUNK_FIELDS
+from ragplane.retriever.schema import CHUNK_FIELDS
 from ragplane.v1 import (
     common_pb2,
     embedder_pb2,

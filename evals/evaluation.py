@@ -343,7 +343,8 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
 def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) -> list[dict]:
     """For each threshold on the best hit's relevance: how many unanswerable questions it
     turns away (abstention) and how many answerable ones it wrongly turns away, alone and
-    with the gateway's names check (grounding.py) on the top hits."""
+    with the gateway's names check (the retriever's, services/retriever/names_check.py) on the
+    top hits."""
 
     def turned_away(r: dict[str, Any], t: float, names: bool) -> float:
         return float(r["best_relevance"] < t or (names and bool(r.get("missing_names"))))

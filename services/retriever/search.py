@@ -49,6 +49,8 @@ class SearchHit:
 
 @dataclass
 class SearchResult:
+    """A search's hits, what it took, and the names of its name check no chunk knows."""
+
     hits: list[SearchHit]
     # Time from the first Milvus search to the end, and the reranker's share of it.
     compute_ms: float = 0.0
@@ -109,7 +111,7 @@ class Searcher:
             result = SearchResult([_hit(name, hit, vector, query.mode) for name, hit in top])
         metrics.SEARCH_HITS.observe(len(result.hits))
         if query.name_check is not None:
-            result.unknown_terms = await self._unknown_names(query, result.hits)
+            result.unknown_terms = await self._unknown_names(query, query.name_check, result.hits)
         result.compute_ms = (time.perf_counter() - started) * 1000
         return result
 
@@ -251,11 +253,11 @@ class Searcher:
             reranker=self._reranker.label,
         )
 
-    async def _unknown_names(self, query: SearchQuery, hits: Sequence[SearchHit]) -> list[str]:
+    async def _unknown_names(
+        self, query: SearchQuery, check: NameCheck, hits: Sequence[SearchHit]
+    ) -> list[str]:
         """The name check: terms the first context_hits hits miss are looked up with
         keyword searches of the same collections under the same filter, never reranked."""
-        check: NameCheck | None = query.name_check
-        assert check is not None
         context = hits[: check.context_hits] if check.context_hits else hits
 
         async def lookup(text: str) -> list[StoredChunk]:

@@ -17,7 +17,6 @@ from ragplane.retriever.rerank import load
 from ragplane.retriever.search import Searcher, SearchHit, SearchResult
 from ragplane.retriever.settings import RetrieverSettings
 from ragplane.retriever.store import DocumentSummary, MilvusStore, ModelRecord
-from ragplane.retriever.validation import fusion as _fusion  # noqa: F401 - test_config's
 from ragplane.server import run_service, serve
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 

@@ -38,7 +38,6 @@ from ragplane.errors import (
     Unavailable,
 )
 from ragplane.retriever import schema
-from ragplane.retriever.schema import CHUNK_FIELDS as CHUNK_FIELDS  # bench/retriever.py
 from ragplane.retriever.schema import DENSE_FIELD, SPARSE_FIELD, DocumentChunks, StoredChunk
 
 log = logging.getLogger(__name__)
@@ -292,8 +291,11 @@ class MilvusStore:
                     log.info("collection %r was released; loading it", collection)
                     load_first = True
                     continue
-                if _unreachable(exc) and time.monotonic() + pause < give_up:
-                    await asyncio.sleep(pause)
+                left = give_up - time.monotonic()
+                if _unreachable(exc) and left > 0:
+                    # The last try is at the window's end: Milvus Lite accepts connections
+                    # a moment before it serves them again.
+                    await asyncio.sleep(min(pause, left))
                     pause *= 2
                     continue
                 raise self._translate(exc, what, collection) from None

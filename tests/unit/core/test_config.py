@@ -45,7 +45,8 @@ def test_valid_values_are_parsed(monkeypatch):
 
 
 def test_fusion_depth_is_a_server_setting_requests_keep(monkeypatch):
-    from ragplane.retriever.server import RetrieverSettings, _fusion
+    from ragplane.retriever.settings import RetrieverSettings
+    from ragplane.retriever.validation import fusion as _fusion
     from ragplane.v1 import common_pb2
 
     monkeypatch.setenv("RAGPLANE_FUSION_DEPTH_FACTOR", "5")

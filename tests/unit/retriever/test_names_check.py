@@ -4,6 +4,7 @@ test_retriever.py)."""
 
 from __future__ import annotations
 
+from ragplane.names import named_terms
 from ragplane.retriever.names_check import (
     MAX_CORPUS_LOOKUPS,
     unknown_names,
@@ -72,3 +73,30 @@ async def test_only_names_the_hits_miss_are_looked_up_and_in_the_request_order()
     terms = ["Kubernetes", "PostgreSQL", "Patroni", "WAL"]
     assert await unknown_names(terms, context, corpus) == ["Kubernetes"]
     assert corpus.queries == ["Kubernetes", "Patroni"]
+
+
+def missing(question: str, chunks: list[StoredChunk]) -> list[str]:
+    """The question's names (as the gateway sends them) that the chunks do not mention."""
+    return unmentioned(named_terms(question), chunks)
+
+
+def test_a_name_no_hit_mentions_is_missing():
+    hits = [chunk("PostgreSQL listens on port 5432.", title="Connections")]
+    assert missing("What is the default port of MongoDB?", hits) == ["MongoDB"]
+    assert missing("Which port does PostgreSQL use?", hits) == []
+
+
+def test_names_match_across_case_punctuation_title_and_section_of_a_question():
+    hits = [chunk("Set max_wal_senders first.", section="Streaming Replication")]
+    assert missing("What limits Max-Wal-Senders in Streaming replication?", hits) == []
+    assert missing("What is WAL?", [chunk("the wal")]) == []
+
+
+def test_no_hits_leave_every_name_missing():
+    assert missing("Is CockroachDB supported?", []) == ["CockroachDB"]
+
+
+def test_a_table_qualified_column_is_mentioned_by_its_parts_of_a_question():
+    hits = [chunk("relpersistence: p = permanent table, u = unlogged table", title="pg_class")]
+    assert missing("What does u in pg_class.relpersistence mean?", hits) == []
+    assert missing("When is PGConf.EU held?", [chunk("PGConf and the EU")]) == ["PGConf.EU"]

@@ -1,16 +1,9 @@
-"""Names in a question: the gateway's names check (which of them the retrieved context
-does not mention) and the identifiers the retriever ranks by. The corpus lookups of the
-names the context misses are the retriever's (tests/unit/retriever/test_names_check.py)."""
+"""Names in a question (ragplane.names): what the gateway asks the retriever's names check
+about, and the identifiers the retriever ranks by."""
 
 from __future__ import annotations
 
-from ragplane.gateway.grounding import missing_terms
 from ragplane.names import identifier_terms, named_terms
-from ragplane.v1 import common_pb2
-
-
-def hit(text: str, title: str = "", section: str = "") -> common_pb2.ScoredChunk:
-    return common_pb2.ScoredChunk(chunk=common_pb2.Chunk(text=text, title=title, section=section))
 
 
 def test_names_are_identifiers_numbers_and_capitalised_words():
@@ -67,25 +60,3 @@ def test_lowercase_compounds_rank_but_are_not_names():
         "pg_dump",
         "no-owner",
     ]
-
-
-def test_a_name_no_hit_mentions_is_missing():
-    hits = [hit("PostgreSQL listens on port 5432.", title="Connections")]
-    assert missing_terms("What is the default port of MongoDB?", hits) == ["MongoDB"]
-    assert missing_terms("Which port does PostgreSQL use?", hits) == []
-
-
-def test_names_match_across_case_punctuation_title_and_section():
-    hits = [hit("Set max_wal_senders first.", section="Streaming Replication")]
-    assert missing_terms("What limits Max-Wal-Senders in Streaming replication?", hits) == []
-    assert missing_terms("What is WAL?", [hit("the wal")]) == []
-
-
-def test_no_hits_leave_every_name_missing():
-    assert missing_terms("Is CockroachDB supported?", []) == ["CockroachDB"]
-
-
-def test_a_table_qualified_column_is_mentioned_by_its_parts():
-    hits = [hit("relpersistence: p = permanent table, u = unlogged table", title="pg_class")]
-    assert missing_terms("What does u in pg_class.relpersistence mean?", hits) == []
-    assert missing_terms("When is PGConf.EU held?", [hit("PGConf and the EU")]) == ["PGConf.EU"]
