@@ -109,6 +109,16 @@ def render(r: dict[str, Any]) -> str:
             + " | < 5 ms "
             f"| {'yes' if gw['gateway_own_ms_p50'] < 5 else 'no'} |" + at(gw)
         )
+    h = r.get("http")
+    if h:
+        for call, label in (("search", "Search"), ("answer", "4-token answer")):
+            d = h[call]
+            lines.append(
+                f"| HTTP API over gRPC, {label} (ms) | gRPC: {d['grpc_ms']['median']:.1f} "
+                f"| HTTP: {d['http_ms']['median']:.1f} | +{d['overhead_ms']['median']:.2f} ms "
+                f"p50 ({_spread(d['overhead_ms'], '{:.2f}', 'pairs')}); ratio "
+                f"{_spread(d['ratio'], '{:.3f}', 'pairs')} | reported | - |" + at(h)
+            )
     ix = r.get("indexing")
     if ix:
         lines.append(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import embedder, flush, gateway, generator, indexing, retriever
+from bench import embedder, flush, gateway, generator, http, indexing, retriever
 from bench.harness import ROOT, Bench, commit
 from ragplane.client import GrpcClient
 from ragplane.ops import stack
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "retriever": retriever.run,
     "flush": flush.run,
     "gateway": gateway.run,
+    "http": http.run,
     "indexing": indexing.run,
     "generator": generator.run,
 }
@@ -73,11 +74,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     models = ROOT / ".ragplane" / "models"
     models.mkdir(parents=True, exist_ok=True)
     (state / "models").symlink_to(models, target_is_directory=True)
-    ports = free_ports(9)
+    ports = free_ports(10)
     layout = stack.StackLayout(
         state_dir=state,
         ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
-        metrics_ports=dict(zip(stack.SERVICES, ports[5:], strict=True)),
+        metrics_ports=dict(zip(stack.SERVICES, ports[5:9], strict=True)),
+        http_port=ports[9],
     )
     # The retriever has the causal-LM reranker loaded, off unless a request asks for it,
     # so the retriever benchmark can measure reranked searches too.

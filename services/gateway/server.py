@@ -15,6 +15,7 @@ from ragplane.config import (
     env_str,
     listen_address,
 )
+from ragplane.gateway.admission import Admission, AdmissionSettings
 from ragplane.gateway.clients import Backends, Timeouts
 from ragplane.gateway.grpc_api import GatewayServicer
 from ragplane.gateway.http.app import start_http
@@ -40,6 +41,7 @@ class GatewaySettings:
     chunk_tokens: int
     timeouts: Timeouts
     query: QuerySettings
+    admission: AdmissionSettings
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -55,10 +57,13 @@ class GatewaySettings:
             generator_target=target("generator"),
             default_collection=env_str("RAGPLANE_GATEWAY_COLLECTION", "default"),
             chunk_tokens=env_int("RAGPLANE_GATEWAY_CHUNK_TOKENS", 200, minimum=32),
+            # Caps on each stage: a call gets what its caller has left, at most these.
+            # Generous, so that the caller's deadline rules (a stage waiting behind a
+            # burst is not cut at a fixed 30 s while its caller allows 300).
             timeouts=Timeouts(
-                embed=env_float("RAGPLANE_GATEWAY_EMBED_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-                retrieve=env_float("RAGPLANE_GATEWAY_RETRIEVE_TIMEOUT_SECONDS", 30.0, minimum=0.1),
-                generate=env_float("RAGPLANE_GATEWAY_GENERATE_TIMEOUT_SECONDS", 120.0, minimum=0.1),
+                embed=env_float("RAGPLANE_GATEWAY_EMBED_TIMEOUT_SECONDS", 600.0, minimum=0.1),
+                retrieve=env_float("RAGPLANE_GATEWAY_RETRIEVE_TIMEOUT_SECONDS", 600.0, minimum=0.1),
+                generate=env_float("RAGPLANE_GATEWAY_GENERATE_TIMEOUT_SECONDS", 600.0, minimum=0.1),
             ),
             query=QuerySettings(
                 top_k=env_int(
@@ -71,6 +76,13 @@ class GatewaySettings:
                 min_relevance=env_float("RAGPLANE_GATEWAY_MIN_RELEVANCE", 0.35),
                 check_names=env_bool("RAGPLANE_GATEWAY_CHECK_NAMES", True),
             ),
+            admission=AdmissionSettings(
+                max_in_flight=env_int("RAGPLANE_GATEWAY_MAX_ASKS_IN_FLIGHT", 16, minimum=1),
+                max_queued=env_int("RAGPLANE_GATEWAY_MAX_QUEUED_ASKS", 2048, minimum=0),
+                initial_service_s=env_float(
+                    "RAGPLANE_GATEWAY_ASK_SERVICE_SECONDS", 5.0, minimum=0.001
+                ),
+            ),
         )
 
 
@@ -79,7 +91,13 @@ async def run(settings: GatewaySettings) -> None:
         settings.embedder_target, settings.retriever_target, settings.generator_target
     )
     indexing = IndexingPipeline(backends, settings.timeouts, settings.chunk_tokens)
-    query = QueryPipeline(backends, settings.timeouts, settings.query, settings.default_collection)
+    query = QueryPipeline(
+        backends,
+        settings.timeouts,
+        settings.query,
+        settings.default_collection,
+        Admission(settings.admission),
+    )
     servicer = GatewayServicer(
         indexing, query, backends, settings.timeouts, settings.default_collection
     )
@@ -96,7 +114,9 @@ async def run(settings: GatewaySettings) -> None:
         await http.stop()
         await backends.close()
 
-    await serve("gateway", settings.address, register, on_shutdown=shutdown)
+    # Health is NOT_SERVING while a service behind the gateway is known down.
+    backends.start_probes()
+    await serve("gateway", settings.address, register, on_shutdown=shutdown, ready=backends.ready)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ nothing answers with a stack trace."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import grpc
@@ -55,15 +56,25 @@ def error_type(status: int) -> str:
     return "invalid_request_error" if status < 500 else "server_error"
 
 
-def error_response(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+def error_response(
+    status: int,
+    message: str,
+    code: str,
+    param: str | None = None,
+    retry_after: float | None = None,
+) -> JSONResponse:
     body = ErrorResponse(
         error=ErrorDetail(message=message, type=error_type(status), param=param, code=code)
     )
     headers = {}
     if status in RETRY:
         headers["x-should-retry"] = RETRY[status]
-    if status == 429:
-        headers["retry-after"] = str(RETRY_AFTER_S)
+    if retry_after is None and status == 429:
+        retry_after = RETRY_AFTER_S
+    if retry_after is not None:
+        # Whole seconds by HTTP's rule; the openai client also reads milliseconds.
+        headers["retry-after"] = str(max(1, math.ceil(retry_after)))
+        headers["retry-after-ms"] = str(int(retry_after * 1000))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -72,12 +83,33 @@ def from_exception(exc: BaseException) -> JSONResponse:
     unexpected one is logged with an incident id that the message names."""
     code, message = status_of(exc)
     status = HTTP_STATUS.get(code, 500)
+    if code == S.DEADLINE_EXCEEDED and message in ("Deadline Exceeded", "timed out"):
+        # gRPC's own words for a call whose timeout passed: say which deadlines there are.
+        message = (
+            "the deadline passed before the gateway was done: the request's "
+            "(X-Request-Timeout, at most the server's maximum) or a stage's own limit"
+        )
     return error_response(
         status,
         message,
         getattr(exc, "error_code", code.name.lower()),
         getattr(exc, "param", None),
+        _retry_after(exc),
     )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """When a retry may succeed: the error's own hint, or a service's, which gRPC carries
+    as `retry-after` trailing metadata."""
+    hint = getattr(exc, "retry_after", None)
+    if hint is None and isinstance(exc, grpc.aio.AioRpcError):
+        for key, value in exc.trailing_metadata() or ():
+            if key == "retry-after":
+                try:
+                    hint = float(value)
+                except (TypeError, ValueError):
+                    pass
+    return hint
 
 
 def stream_error(exc: BaseException) -> str:

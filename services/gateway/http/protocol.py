@@ -36,10 +36,13 @@ class WireModel(BaseModel):
     def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
         omit = self._omitted()
-        return {k: v for k, v in data.items() if v is not None or k not in omit}
+        return self._ordered({k: v for k, v in data.items() if v is not None or k not in omit})
 
     def _omitted(self) -> frozenset[str]:
         return self._omit_when_none
+
+    def _ordered(self, data: dict[str, Any]) -> dict[str, Any]:
+        return data
 
 
 class StrictModel(BaseModel):
@@ -255,12 +258,34 @@ class AnswerOutcome(WireModel):
         default=None,
         description="The search query, when earlier turns made the question self-contained.",
     )
+    cited_indexes: list[int] | None = Field(
+        default=None,
+        description="The citations the answer's [n] markers point at, in order of first mention.",
+    )
+    invalid_citations: list[int] | None = Field(
+        default=None,
+        description="Numbers in the answer's [n] markers that point at no citation; the "
+        "answer text is not rewritten.",
+    )
+    stopped_repeating: bool | None = Field(
+        default=None,
+        description="True when the generator stopped the answer because it kept repeating "
+        "itself (finish_reason is then stop).",
+    )
     timings: Timings | None = None
 
     def _omitted(self) -> frozenset[str]:
         if self.abstained is None:
             return self._omit_when_none | frozenset(AnswerOutcome.model_fields)
         return self._omit_when_none
+
+    def _ordered(self, data: dict[str, Any]) -> dict[str, Any]:
+        # After OpenAI's own fields, which a reader of the JSON looks for first.
+        ours = AnswerOutcome.model_fields
+        return {
+            **{k: v for k, v in data.items() if k not in ours},
+            **{k: v for k, v in data.items() if k in ours},
+        }
 
 
 class ChatCompletion(AnswerOutcome):

@@ -272,13 +272,17 @@ async def _chunks(
 
 
 def outcome(finished: api.Finished) -> dict:
-    """ragplane's fields of a completion: abstention, the names, the rewritten query."""
+    """ragplane's fields of a completion: abstention, the names, the rewritten query, the
+    answer's [n] markers."""
     t = finished.timings
     return {
         "abstained": finished.abstained,
         "abstain_reason": finished.abstain_reason.value if finished.abstain_reason else None,
         "unknown_names": list(finished.unknown_names),
         "retrieval_query": finished.retrieval_query or None,
+        "cited_indexes": list(finished.cited_indexes),
+        "invalid_citations": list(finished.invalid_citations),
+        "stopped_repeating": finished.stopped_repeating,
         "timings": p.Timings(
             embed_ms=t.embed_ms,
             retrieve_ms=t.retrieve_ms,

@@ -376,6 +376,30 @@ async def test_errors_map_to_statuses_and_openai_bodies(error, status, kind, cod
         assert reply.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.parametrize(
+    ("error", "seconds", "milliseconds"),
+    [
+        (errors.ResourceExhausted("queue full", retry_after=2.5), "3", "2500"),
+        (errors.Unavailable("restarting", retry_after=0.2), "1", "200"),
+        (
+            grpc.aio.AioRpcError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(("retry-after", "4")),
+                "queue full",
+            ),
+            "4",
+            "4000",
+        ),
+    ],
+)
+async def test_a_retry_hint_becomes_retry_after(error, seconds, milliseconds):
+    async with client_for(FakePipeline([error])) as client:
+        reply = await client.post("/v1/chat/completions", json=chat_body())
+    assert reply.headers["retry-after"] == seconds
+    assert reply.headers["retry-after-ms"] == milliseconds
+
+
 async def test_an_unexpected_error_is_a_500_with_an_incident_not_a_traceback():
     async with client_for(FakePipeline([RuntimeError("secret internals")])) as client:
         reply = await client.post("/v1/chat/completions", json=chat_body())
