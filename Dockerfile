@@ -54,5 +54,5 @@ ENV PATH=/opt/ragplane/bin:$PATH \
 VOLUME ["/var/lib/ragplane", "/tmp"]
 USER 10001:10001
 WORKDIR /var/lib/ragplane
-EXPOSE 50050 50051 50052 50053 9460 9461 9462 9463
+EXPOSE 50050 50051 50052 50053 50060 9460 9461 9462 9463
 CMD ["ragplane-gateway"]

@@ -218,6 +218,13 @@ variable the chart already sets (`managed`, the env rendered so far), is refused
 - name: RAGPLANE_GENERATOR_BACKEND
   value: {{ $g.backend | quote }}
 {{- if eq $g.backend "vllm" }}
+{{- with $g.model.name }}
+{{- if not (has . (list "smollm2-135m" "qwen2.5-coder-0.5b" "qwen2.5-coder-1.5b")) }}
+{{- fail (printf "generator.model.name: %q is not in the catalogue (smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)" .) }}
+{{- end }}
+- name: RAGPLANE_GENERATOR_MODEL
+  value: {{ . | quote }}
+{{- end }}
 {{- with $g.model.path }}
 - name: RAGPLANE_GENERATOR_MODEL_PATH
   value: {{ include "ragplane.volumeModelPath" (dict "root" $ "path" . "what" "generator.model") | quote }}
@@ -254,6 +261,8 @@ variable the chart already sets (`managed`, the env rendered so far), is refused
 
 {{/* The gateway reaches each service through that service's ClusterIP Service. */}}
 {{- define "ragplane.gateway.env" -}}
+- name: RAGPLANE_GATEWAY_HTTP_ADDR
+  value: {{ printf "0.0.0.0:%v" .Values.gateway.httpPort | quote }}
 {{- range $name := list "embedder" "retriever" "generator" }}
 - name: RAGPLANE_GATEWAY_{{ upper $name }}_TARGET
   value: {{ printf "%s:%v" (include "ragplane.componentName" (dict "root" $ "name" $name)) (index $.Values $name).port | quote }}

@@ -79,6 +79,11 @@ spec:
             - name: grpc
               containerPort: {{ $svc.port }}
               protocol: TCP
+            {{- with $svc.httpPort }}
+            - name: http
+              containerPort: {{ . }}
+              protocol: TCP
+            {{- end }}
             - name: metrics
               containerPort: {{ $svc.metricsPort }}
               protocol: TCP
@@ -209,6 +214,13 @@ spec:
       targetPort: grpc
       protocol: TCP
       appProtocol: grpc
+    {{- with $svc.httpPort }}
+    - name: http
+      port: {{ . }}
+      targetPort: http
+      protocol: TCP
+      appProtocol: http
+    {{- end }}
     - name: metrics
       port: {{ $svc.metricsPort }}
       targetPort: metrics

@@ -32,6 +32,7 @@ from ragplane.client import (
 )
 from ragplane.config import DEFAULT_PORTS, env_int, env_str, state_dir
 from ragplane.ops import processes, stack
+from ragplane.telemetry import METRICS_PORTS
 from ragplane.v1 import (
     embedder_pb2,
     embedder_pb2_grpc,
@@ -52,12 +53,23 @@ GATEWAY_COMMANDS = {
 
 
 def layout_from_env() -> stack.StackLayout:
-    """Ports can be moved with RAGPLANE_<NAME>_PORT (e.g. RAGPLANE_GATEWAY_PORT)."""
+    """Ports can be moved with RAGPLANE_<NAME>_PORT (e.g. RAGPLANE_GATEWAY_PORT), the HTTP
+    API's with RAGPLANE_GATEWAY_HTTP_PORT."""
     ports = {
         name: env_int(f"RAGPLANE_{name.upper()}_PORT", port, minimum=1, maximum=65535)
         for name, port in DEFAULT_PORTS.items()
     }
-    return stack.StackLayout(state_dir=state_dir(), ports=ports)
+    http_port = env_int(
+        "RAGPLANE_GATEWAY_HTTP_PORT", stack.StackLayout.http_port, minimum=1, maximum=65535
+    )
+    # RAGPLANE_<SERVICE>_METRICS_PORT moves a metrics port: a second stack beside the first.
+    metrics_ports = {
+        name: env_int(f"RAGPLANE_{name.upper()}_METRICS_PORT", port, minimum=1, maximum=65535)
+        for name, port in METRICS_PORTS.items()
+    }
+    return stack.StackLayout(
+        state_dir=state_dir(), ports=ports, http_port=http_port, metrics_ports=metrics_ports
+    )
 
 
 def find_documents(paths: list[Path]) -> Iterator[tuple[str, Path]]:
@@ -192,8 +204,14 @@ async def ask_json(gateway: GatewayClient, question: str, out=sys.stdout, **sett
 
 
 async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
-    """One line per process: pid, health, address and model. True when all serve."""
+    """One line per process: health, pid, restarts by the supervisor, address and model.
+    True when all serve."""
     healthy = True
+    restarts = stack.restarts(layout)
+    supervisor = stack.running_pid(layout, stack.SUPERVISOR)
+    out.write(f"{'supervisor':<10} {'RUNNING' if supervisor else 'STOPPED':<12} ")
+    out.write(f"pid {supervisor or '-'}\n")
+    healthy &= supervisor is not None
     for name in ("milvus", *stack.SERVICES):
         pid = stack.running_pid(layout, name)
         address = layout.address(name)
@@ -204,7 +222,10 @@ async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
             state = await processes.health_status(address)
         model = await _model_of(name, address) if state == "SERVING" else ""
         healthy &= state == "SERVING"
-        out.write(f"{name:<10} {state:<12} pid {pid or '-':<8} {address:<22} {model}\n")
+        out.write(
+            f"{name:<10} {state:<12} pid {pid or '-':<8} restarts {restarts.get(name, 0):<3} "
+            f"{address:<22} {model}\n"
+        )
     return healthy
 
 
@@ -300,9 +321,13 @@ async def _call_gateway(gateway: GatewayClient, args: argparse.Namespace) -> int
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ragplane", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start Milvus Lite and the four services on loopback")
-    sub.add_parser("down", help="stop everything `up` started")
-    sub.add_parser("status", help="health, pid, address and model of each process")
+    sub.add_parser(
+        "up",
+        help="start Milvus Lite and the four services on loopback, under a supervisor "
+        "that restarts any that dies",
+    )
+    sub.add_parser("down", help="stop the supervisor and everything it started")
+    sub.add_parser("status", help="health, pid, restarts, address and model of each process")
     for name, helptext in GATEWAY_COMMANDS.items():
         cmd = sub.add_parser(name, help=helptext)
         where = cmd.add_mutually_exclusive_group()

@@ -1,15 +1,18 @@
 """The one-machine stack: Milvus Lite plus the four services as local processes.
 
-`ragplane up` starts them detached (pid files and logs under the state dir), waits
-until each reports SERVING, and `ragplane down` stops them with SIGTERM.
+`ragplane up` starts a detached supervisor (supervisor.py), which starts them (pid files
+and logs under the state dir) and restarts any that dies, as Kubernetes would; `up`
+waits until each reports SERVING. `ragplane down` stops the supervisor, which stops
+them with SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -22,6 +25,10 @@ from ragplane.telemetry import METRICS_PORTS
 SERVICES = ("embedder", "retriever", "generator", "gateway")
 # Generous: the first start converts the generator's model, and vLLM warms up.
 START_TIMEOUT_S = {"milvus": 60, "embedder": 180, "retriever": 900, "generator": 900, "gateway": 60}
+# What `up` waits for, in turn: the gateway reports SERVING only once the services
+# behind it do.
+READY_ORDER = (("milvus",), ("embedder", "retriever", "generator"), ("gateway",))
+SUPERVISOR = "supervisor"
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,25 @@ class StackLayout:
     def milvus_dir(self) -> Path:
         return self.milvus_data_dir or self.state_dir / "milvus"
 
+    @property
+    def restarts_file(self) -> Path:
+        """Restarts per process, written by the supervisor."""
+        return self.run_dir / "restarts.json"
+
+    def to_json(self) -> str:
+        fields = asdict(self)
+        fields["state_dir"] = str(self.state_dir)
+        fields["milvus_data_dir"] = str(self.milvus_data_dir) if self.milvus_data_dir else None
+        return json.dumps(fields)
+
+    @classmethod
+    def from_json(cls, text: str) -> StackLayout:
+        fields = json.loads(text)
+        fields["state_dir"] = Path(fields["state_dir"])
+        if fields.get("milvus_data_dir"):
+            fields["milvus_data_dir"] = Path(fields["milvus_data_dir"])
+        return cls(**fields)
+
     def service_env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
@@ -93,14 +119,38 @@ def running_pid(layout: StackLayout, name: str) -> int | None:
     return pid if processes.pid_alive(pid) else None
 
 
-def launch(layout: StackLayout, name: str, env: dict[str, str]) -> int:
-    """Starts one process detached from the caller's session; returns its pid."""
+def launch(layout: StackLayout, name: str, env: dict[str, str] | None = None) -> processes.Process:
+    """Starts one process detached from the caller's session (with this environment,
+    unless `env` is given) and writes its pid file."""
     layout.run_dir.mkdir(parents=True, exist_ok=True)
     proc = processes.start_process(
         command(layout, name), layout.log_file(name), env=env, name=name, detach=True
     )
     layout.pid_file(name).write_text(str(proc.pid))
+    return proc
+
+
+def start_supervisor(layout: StackLayout, env: dict[str, str]) -> int:
+    """Starts the supervisor detached, with the services' environment; returns its pid."""
+    layout.run_dir.mkdir(parents=True, exist_ok=True)
+    proc = processes.start_process(
+        [sys.executable, "-m", "ragplane.ops.supervisor", layout.to_json()],
+        layout.log_file(SUPERVISOR),
+        env=env,
+        name=SUPERVISOR,
+        detach=True,
+    )
+    layout.pid_file(SUPERVISOR).write_text(str(proc.pid))
     return proc.pid
+
+
+def restarts(layout: StackLayout) -> dict[str, int]:
+    """How often the supervisor restarted each process since `up`."""
+    try:
+        record = json.loads(layout.restarts_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {name: int(entry.get("restarts", 0)) for name, entry in record.items()}
 
 
 async def wait_ready(layout: StackLayout, name: str, pid: int) -> None:
@@ -120,26 +170,48 @@ async def wait_ready(layout: StackLayout, name: str, pid: int) -> None:
 
 
 async def up(layout: StackLayout, env_extra: dict[str, str] | None = None, report=print) -> None:
-    """Starts whatever is not running yet and waits until everything is ready."""
-    env = layout.service_env(env_extra)
+    """Starts the supervisor unless it runs (it starts whatever is not running yet) and
+    waits until everything is ready."""
+    supervisor = running_pid(layout, SUPERVISOR)
+    if supervisor is None:
+        supervisor = start_supervisor(layout, layout.service_env(env_extra))
+        report(f"started the supervisor (pid {supervisor}), log {layout.log_file(SUPERVISOR)}")
     try:
-        for group in (("milvus",), SERVICES):
-            pids = {}
-            for name in group:
-                pid = running_pid(layout, name)
-                if pid is None:
-                    pid = launch(layout, name, env)
-                    report(f"started {name} (pid {pid}), log {layout.log_file(name)}")
-                pids[name] = pid
+        for group in READY_ORDER:
+            pids = {n: await _started(layout, n, supervisor) for n in group}
+            for name, pid in pids.items():
+                report(f"{name} (pid {pid}), log {layout.log_file(name)}")
             await asyncio.gather(*(wait_ready(layout, n, p) for n, p in pids.items()))
     except BaseException:
         down(layout, report=lambda _: None)
         raise
-    report("stack ready: gateway on " + layout.address("gateway"))
+    report(
+        f"stack ready: gateway on {layout.address('gateway')} (gRPC) and "
+        f"http://{layout.http_address()}/v1 (HTTP)"
+    )
+
+
+async def _started(layout: StackLayout, name: str, supervisor: int) -> int:
+    """The pid of `name` once the supervisor has started it."""
+    while (pid := running_pid(layout, name)) is None:
+        if not processes.pid_alive(supervisor):
+            log = layout.log_file(SUPERVISOR)
+            raise processes.StartError(
+                f"the supervisor exited (log {log}):\n{processes.log_tail(log)}"
+            )
+        await asyncio.sleep(0.2)
+    return pid
 
 
 def down(layout: StackLayout, timeout: float = 30.0, report=print) -> None:
-    """Stops the services (gateway first), then Milvus: SIGTERM, then SIGKILL after timeout."""
+    """Stops the supervisor, which stops the services (gateway first), then Milvus; then
+    anything left: SIGTERM, then SIGKILL after timeout."""
+    supervisor = running_pid(layout, SUPERVISOR)
+    if supervisor is not None:
+        # Its own stop gives each process `timeout`; five of them, one after another.
+        processes.stop_process_tree(supervisor, 5 * timeout + 10)
+        report(f"stopped the supervisor (pid {supervisor})")
+    layout.pid_file(SUPERVISOR).unlink(missing_ok=True)
     for name in ("gateway", "generator", "retriever", "embedder", "milvus"):
         pid = running_pid(layout, name)
         if pid is not None:
