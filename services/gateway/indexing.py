@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -13,8 +13,8 @@ import grpc
 from ragplane.errors import InvalidArgument, RagplaneError
 from ragplane.gateway import metrics
 from ragplane.gateway.chunking import ChunkDraft, chunk_document, chunk_id, document_hash
-from ragplane.gateway.clients import Backends, Timeouts, deadline
-from ragplane.gateway.loaders import guess_media_type, load_document
+from ragplane.gateway.clients import Backends, Deadline, Timeouts
+from ragplane.gateway.loaders import load_document, media_type_of
 from ragplane.server import status_of
 from ragplane.telemetry import tracer
 from ragplane.v1 import common_pb2, embedder_pb2, gateway_pb2, retriever_pb2
@@ -46,20 +46,23 @@ class IndexingPipeline:
         self,
         collection: str,
         documents: list[gateway_pb2.Document],
-        context: grpc.aio.ServicerContext | None = None,
+        until: Deadline | None = None,
     ) -> list[gateway_pb2.DocumentResult]:
-        """Indexes documents; one bad document fails alone, a broken dependency fails all."""
+        """Indexes documents; one bad document fails alone, a broken dependency fails all,
+        and so does a document of a type ragplane cannot read (UnsupportedMediaType),
+        before anything is written. `until`: the caller's deadline (none: the limits)."""
         _validate(documents)
+        until = until or Deadline(None)
         info = await self._backends.embedder.Info(
             embedder_pb2.EmbedderServiceInfoRequest(),
-            timeout=deadline(context, self._timeouts.embed),
+            timeout=until.timeout(self._timeouts.embed),
         )
         await self._backends.retriever.CreateCollection(
             retriever_pb2.CreateCollectionRequest(name=collection, model=info.model, exist_ok=True),
-            timeout=deadline(context, self._timeouts.retrieve),
+            timeout=until.timeout(self._timeouts.retrieve),
         )
         budget = min(self._chunk_tokens, info.max_sequence_length)
-        stored = await self._stored_hashes(collection, documents, context)
+        stored = await self._stored_hashes(collection, documents, until)
         results: dict[str, gateway_pb2.DocumentResult] = {}
         to_write: list[_Prepared] = []
         for doc in documents:
@@ -72,14 +75,14 @@ class IndexingPipeline:
             try:
                 with tracer.start_as_current_span("chunk") as span:
                     span.set_attribute("ragplane.doc_id", doc.doc_id)
-                    drafts = await self._chunk(doc, budget, context)
+                    drafts = await self._chunk(doc, budget, until)
                     span.set_attribute("ragplane.chunks", len(drafts))
             except RagplaneError as exc:
                 results[doc.doc_id] = _failed(doc.doc_id, str(exc))
                 continue
             to_write.append(_Prepared(doc, index_hash, drafts))
         if to_write:
-            for result in await self._write(collection, info.model, to_write, context):
+            for result in await self._write(collection, info.model, to_write, until):
                 results[result.doc_id] = result
         ordered = [results[doc.doc_id] for doc in documents]
         for r in ordered:
@@ -89,26 +92,27 @@ class IndexingPipeline:
         return ordered
 
     async def _stored_hashes(
-        self, collection: str, documents: list[gateway_pb2.Document], context
+        self, collection: str, documents: list[gateway_pb2.Document], until: Deadline
     ) -> dict[str, str]:
         listed = await self._backends.retriever.ListDocuments(
             retriever_pb2.ListDocumentsRequest(
                 collection=collection, doc_ids=[d.doc_id for d in documents]
             ),
-            timeout=deadline(context, self._timeouts.retrieve),
+            timeout=until.timeout(self._timeouts.retrieve),
         )
         return {d.doc_id: d.doc_hash for d in listed.documents}
 
-    async def _chunk(self, doc: gateway_pb2.Document, budget: int, context) -> list[ChunkDraft]:
-        media_type = doc.media_type or guess_media_type(doc.source or doc.doc_id)
-        loaded = load_document(doc.content, media_type, doc.source or doc.doc_id, doc.title)
+    async def _chunk(
+        self, doc: gateway_pb2.Document, budget: int, until: Deadline
+    ) -> list[ChunkDraft]:
+        loaded = load_document(doc.content, doc.media_type, doc.source or doc.doc_id, doc.title)
 
         async def count_tokens(texts: list[str]) -> list[int]:
             counts: list[int] = []
             for start in range(0, len(texts), EMBED_SLICE):
                 reply = await self._backends.embedder.Tokenize(
                     embedder_pb2.TokenizeRequest(texts=texts[start : start + EMBED_SLICE]),
-                    timeout=deadline(context, self._timeouts.embed),
+                    timeout=until.timeout(self._timeouts.embed),
                 )
                 counts.extend(reply.token_counts)
             return counts
@@ -121,11 +125,11 @@ class IndexingPipeline:
             count_tokens=count_tokens,
         )
 
-    async def _embed(self, texts: list[str], context) -> list[list[float]]:
+    async def _embed(self, texts: list[str], until: Deadline) -> list[list[float]]:
         async def embed_slice(part: list[str]) -> list[list[float]]:
             reply = await self._backends.embedder.Embed(
                 embedder_pb2.EmbedRequest(texts=part),
-                timeout=deadline(context, self._timeouts.embed),
+                timeout=until.timeout(self._timeouts.embed),
             )
             return [list(e.values) for e in reply.embeddings]
 
@@ -139,17 +143,18 @@ class IndexingPipeline:
         collection: str,
         model: common_pb2.ModelIdentity,
         prepared: list[_Prepared],
-        context,
+        until: Deadline,
     ) -> list[gateway_pb2.DocumentResult]:
         texts = [d.embed_text for p in prepared for d in p.drafts]
         with tracer.start_as_current_span("embed chunks") as span:
             span.set_attribute("ragplane.texts", len(texts))
-            vectors = iter(await self._embed(texts, context) if texts else [])
+            vectors = iter(await self._embed(texts, until) if texts else [])
         request = retriever_pb2.UpsertRequest(collection=collection, model=model)
         for p in prepared:
             chunks = [
                 retriever_pb2.IndexedChunk(
-                    chunk=_chunk_message(d, p.index_hash, p.document.tags), vector=next(vectors)
+                    chunk=_chunk_message(d, p.index_hash, p.document.tags, p.document.metadata),
+                    vector=next(vectors),
                 )
                 for d in p.drafts
             ]
@@ -158,7 +163,7 @@ class IndexingPipeline:
             )
         try:
             reply = await self._backends.retriever.Upsert(
-                request, timeout=deadline(context, self._timeouts.retrieve)
+                request, timeout=until.timeout(self._timeouts.retrieve)
             )
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
@@ -195,6 +200,8 @@ def _validate(documents: list[gateway_pb2.Document]) -> None:
                 f"document {doc.doc_id!r} is {len(doc.content)} bytes; the limit is "
                 f"{MAX_DOCUMENT_BYTES}"
             )
+        # Refused by name for the whole request, never indexed as text.
+        media_type_of(doc.media_type, doc.source or doc.doc_id)
 
 
 def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.ModelIdentity) -> str:
@@ -209,12 +216,16 @@ def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.ModelI
         model.id,
         model.revision,
         *sorted(set(doc.tags)),
+        *(f"{key}={value}" for key, value in sorted(doc.metadata.items())),
     ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def _chunk_message(
-    draft: ChunkDraft, index_hash: str, tags: Sequence[str] = ()
+    draft: ChunkDraft,
+    index_hash: str,
+    tags: Sequence[str] = (),
+    metadata: Mapping[str, str] | None = None,
 ) -> common_pb2.Chunk:
     return common_pb2.Chunk(
         id=chunk_id(draft.doc_id, draft.position, draft.content_hash),
@@ -227,6 +238,7 @@ def _chunk_message(
         text=draft.text,
         doc_hash=index_hash,
         tags=tags,
+        metadata=metadata or {},
     )
 
 

@@ -1,7 +1,9 @@
-"""Document loading: Markdown, HTML and plain text into titled, sectioned blocks."""
+"""Document loading: Markdown, HTML, plain text, PDF, DOCX and PPTX into titled, sectioned
+blocks (the binary formats in extraction.py)."""
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,9 +11,13 @@ from pathlib import PurePosixPath
 
 from bs4 import BeautifulSoup, CData, NavigableString, PageElement, Tag
 
-from ragplane.errors import InvalidArgument
+from ragplane.errors import InvalidArgument, UnsupportedMediaType
 
-SUPPORTED_MEDIA_TYPES = ("text/markdown", "text/html", "text/plain")
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+TEXT_MEDIA_TYPES = ("text/markdown", "text/html", "text/plain")
+SUPPORTED_MEDIA_TYPES = (*TEXT_MEDIA_TYPES, PDF, DOCX, PPTX)
 _MEDIA_TYPE_ALIASES = {"text/x-markdown": "text/markdown", "application/xhtml+xml": "text/html"}
 _SUFFIXES = {
     ".md": "text/markdown",
@@ -19,7 +25,15 @@ _SUFFIXES = {
     ".html": "text/html",
     ".htm": "text/html",
     ".txt": "text/plain",
+    ".text": "text/plain",
+    ".csv": "text/plain",
+    ".log": "text/plain",
+    ".pdf": PDF,
+    ".docx": DOCX,
+    ".pptx": PPTX,
 }
+# What a folder ingest reads: every suffix above.
+SUPPORTED_SUFFIXES = frozenset(_SUFFIXES)
 _MAX_PLAIN_TITLE = 80
 
 _ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
@@ -67,9 +81,30 @@ class LoadedDocument:
 
 
 def guess_media_type(source: str) -> str:
-    """Media type from the file extension of a path or URL; plain text when unknown."""
+    """Media type from the file extension of a path or URL: plain text without one, the
+    registered type (or application/octet-stream) of a suffix ragplane does not read, so
+    that a .rst or .xlsx file is refused by name rather than indexed as text."""
     path = source.split("?", 1)[0].split("#", 1)[0]
-    return _SUFFIXES.get(PurePosixPath(path).suffix.lower(), "text/plain")
+    suffix = PurePosixPath(path).suffix.lower()
+    if not suffix or suffix in _SUFFIXES:
+        return _SUFFIXES.get(suffix, "text/plain")
+    return mimetypes.guess_type(f"x{suffix}")[0] or "application/octet-stream"
+
+
+def media_type_of(media_type: str, source: str) -> str:
+    """The media type a document is read as (given, else guessed from its source, aliases
+    resolved); UnsupportedMediaType, naming it, when ragplane cannot read it."""
+    given = media_type or guess_media_type(source)
+    base = given.split(";", 1)[0].strip().lower()
+    base = _MEDIA_TYPE_ALIASES.get(base, base)
+    if base not in SUPPORTED_MEDIA_TYPES:
+        suffix = PurePosixPath(source.split("?", 1)[0]).suffix
+        named = f"{given!r} ({suffix} file)" if suffix and not media_type else repr(given)
+        raise UnsupportedMediaType(
+            f"document {source!r} has unsupported media type {named}; supported: "
+            + ", ".join(SUPPORTED_MEDIA_TYPES)
+        )
+    return base
 
 
 def load_document(content: bytes, media_type: str, source: str, title: str = "") -> LoadedDocument:
@@ -78,27 +113,32 @@ def load_document(content: bytes, media_type: str, source: str, title: str = "")
     The title is `title` when given, else the document's own (first H1, <title>, front
     matter or first short line), else the file name without its extension.
     """
-    parse = _parser(media_type, source)
-    text = _decode(content, source)
-    found_title, blocks = parse(text)
+    base = media_type_of(media_type, source)
+    if base in TEXT_MEDIA_TYPES:
+        parsers = {"text/markdown": _markdown, "text/html": _html, "text/plain": _plain}
+        found_title, blocks = parsers[base](_decode(content, source))
+    else:
+        found_title, blocks = _binary(base, content, source)
     if not blocks:
         raise InvalidArgument(
             f"document {source!r} has no text once markup is removed; send a document with "
             "prose, lists or code"
         )
-    return LoadedDocument(_prose(title) or found_title or PurePosixPath(source).stem, blocks)
+    return LoadedDocument(prose(title) or found_title or PurePosixPath(source).stem, blocks)
 
 
-def _parser(media_type: str, source: str) -> Callable[[str], tuple[str, list[Block]]]:
-    base = media_type.split(";", 1)[0].strip().lower()
-    base = _MEDIA_TYPE_ALIASES.get(base, base)
-    parsers = {"text/markdown": _markdown, "text/html": _html, "text/plain": _plain}
-    if base not in parsers:
-        raise InvalidArgument(
-            f"document {source!r} has unsupported media type {media_type!r}; supported: "
-            + ", ".join(SUPPORTED_MEDIA_TYPES)
-        )
-    return parsers[base]
+def _binary(media_type: str, content: bytes, source: str) -> tuple[str, list[Block]]:
+    # Imported here: extraction.py builds on this module's blocks.
+    from ragplane.gateway import extraction
+
+    readers: dict[str, Callable[[bytes, str], tuple[str, list[Block]]]] = {
+        PDF: extraction.read_pdf,
+        DOCX: extraction.read_docx,
+        PPTX: extraction.read_pptx,
+    }
+    if not content:
+        raise InvalidArgument(f"document {source!r} is empty; send a document with text")
+    return readers[media_type](content, source)
 
 
 def _decode(content: bytes, source: str) -> str:
@@ -116,7 +156,7 @@ def _decode(content: bytes, source: str) -> str:
     return text
 
 
-def _prose(text: str) -> str:
+def prose(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -125,7 +165,7 @@ def _leads_in(prose: str) -> bool:
     return prose.endswith(":")
 
 
-class _Sections:
+class Sections:
     """Tracks the heading path while blocks are collected."""
 
     def __init__(self, title: str = "") -> None:
@@ -134,7 +174,7 @@ class _Sections:
         self.title = title
 
     def heading(self, level: int, text: str) -> None:
-        text = _prose(text)
+        text = prose(text)
         if not text:
             return
         if level == 1 and not self.title:
@@ -143,14 +183,26 @@ class _Sections:
             self.path.pop()
         self.path.append((level, text))
 
-    def add(self, text: str, *, leads: bool = False) -> None:
-        """Adds a block whose text is already normalised (prose collapsed, code verbatim)."""
-        if text.strip():
-            self.blocks.append(Block(tuple(h for _, h in self.path), text, leads))
+    def extend_heading(self, text: str) -> None:
+        """Continues the last heading (a PDF heading wrapped onto a second line)."""
+        if not self.path:
+            return
+        level, heading = self.path[-1]
+        joined = prose(f"{heading} {text}")
+        if self.title == heading:
+            self.title = joined
+        self.path[-1] = (level, joined)
 
-    def add_prose(self, text: str, *, term: bool = False) -> None:
+    def add(self, text: str, *, leads: bool = False, suffix: str = "") -> None:
+        """Adds a block whose text is already normalised (prose collapsed, code verbatim);
+        `suffix` ends its heading path (a PDF's page: "p. 4")."""
+        if text.strip():
+            path = tuple(h for _, h in self.path)
+            self.blocks.append(Block((*path, suffix) if suffix else path, text, leads))
+
+    def add_prose(self, text: str, *, term: bool = False, suffix: str = "") -> None:
         """Adds prose; a term, or prose ending in a colon, leads into the next block."""
-        self.add(text, leads=term or _leads_in(text))
+        self.add(text, leads=term or _leads_in(text), suffix=suffix)
 
 
 # --- Markdown ---------------------------------------------------------------------------
@@ -166,7 +218,7 @@ class _MarkdownReader:
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
         self.i = 0
-        self.sections = _Sections(self._front_matter_title())
+        self.sections = Sections(self._front_matter_title())
         self.paragraph: list[str] = []
         self.listing = False  # the open paragraph is a list
 
@@ -265,9 +317,9 @@ class _MarkdownReader:
         if listing:
             self.sections.add("\n".join(_list_items(lines)))
         elif all(x.lstrip().startswith("|") for x in lines):
-            self.sections.add("\n".join(_prose(x) for x in lines))  # a table: a row a line
+            self.sections.add("\n".join(prose(x) for x in lines))  # a table: a row a line
         else:
-            self.sections.add_prose(_prose(" ".join(_BLOCKQUOTE.sub("", x) for x in lines)))
+            self.sections.add_prose(prose(" ".join(_BLOCKQUOTE.sub("", x) for x in lines)))
 
 
 def _list_items(lines: list[str]) -> list[str]:
@@ -276,9 +328,9 @@ def _list_items(lines: list[str]) -> list[str]:
     for line in lines:
         if _LIST_ITEM.match(line) or not items:
             indent = line[: len(line) - len(line.lstrip())].replace("\t", "    ")
-            items.append(indent + _prose(line))
+            items.append(indent + prose(line))
         else:
-            items[-1] += " " + _prose(line)
+            items[-1] += " " + prose(line)
     return items
 
 
@@ -295,7 +347,7 @@ def _html(text: str) -> tuple[str, list[Block]]:
         # A page header without headings is chrome (logo, links); an article's keeps its H1.
         if not tag.find(list(_HTML_HEADINGS)):
             tag.decompose()
-    title = _prose(soup.title.get_text()) if soup.title else ""
+    title = prose(soup.title.get_text()) if soup.title else ""
     for tag in soup(["head", "title"]):
         tag.decompose()
     reader = _HtmlReader()
@@ -311,7 +363,7 @@ class _HtmlReader:
     and loose text between them (inside a <div>, say) becomes a block of its own."""
 
     def __init__(self) -> None:
-        self.sections = _Sections()
+        self.sections = Sections()
         self.loose: list[str] = []
 
     def read(self, node: Tag) -> None:
@@ -333,15 +385,15 @@ class _HtmlReader:
         elif name == "pre":
             self.sections.add(element.get_text().strip("\n"))
         elif name == "tr":
-            cells = [_prose(_html_text(c)) for c in element.find_all(["td", "th"], recursive=False)]
+            cells = [prose(_html_text(c)) for c in element.find_all(["td", "th"], recursive=False)]
             self.sections.add(" | ".join(c for c in cells if c))
         elif name in _HTML_BLOCKS:
-            self.sections.add_prose(_prose(_html_text(element)), term=name == "dt")
+            self.sections.add_prose(prose(_html_text(element)), term=name == "dt")
         else:
             self.read(element)
 
     def _flush(self) -> None:
-        text, self.loose = _prose("".join(self.loose)), []
+        text, self.loose = prose("".join(self.loose)), []
         self.sections.add_prose(text)
 
 
@@ -364,7 +416,7 @@ def _html_text(node: PageElement) -> str:
 
 
 def _plain(text: str) -> tuple[str, list[Block]]:
-    paragraphs = [_prose(p) for p in re.split(r"\n[ \t\r\f\v]*\n", text) if p.strip()]
+    paragraphs = [prose(p) for p in re.split(r"\n[ \t\r\f\v]*\n", text) if p.strip()]
     first_line = text.strip().splitlines()[0].strip() if paragraphs else ""
-    title = _prose(first_line) if len(first_line) <= _MAX_PLAIN_TITLE else ""
+    title = prose(first_line) if len(first_line) <= _MAX_PLAIN_TITLE else ""
     return title, [Block((), p, _leads_in(p)) for p in paragraphs]

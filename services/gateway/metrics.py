@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from ragplane.telemetry import LATENCY_BUCKETS
 
@@ -51,4 +51,49 @@ HTTP_REQUEST_DURATION = Histogram(
     "Time to handle an HTTP API request, to the last byte of a streamed answer.",
     ["route"],
     buckets=LATENCY_BUCKETS,
+)
+ASKS_IN_FLIGHT = Gauge(
+    "ragplane_gateway_asks_in_flight",
+    "Asks being worked on (admitted, not yet finished).",
+)
+ASKS_IN_FLIGHT_LIMIT = Gauge(
+    "ragplane_gateway_asks_in_flight_limit",
+    "Asks worked on at once (RAGPLANE_GATEWAY_MAX_ASKS_IN_FLIGHT); more wait in the queue.",
+)
+ASKS_QUEUED = Gauge(
+    "ragplane_gateway_asks_queued",
+    "Asks waiting for a slot, all tenants together.",
+)
+ASKS_QUEUE_LIMIT = Gauge(
+    "ragplane_gateway_asks_queue_limit",
+    "Asks that may wait (RAGPLANE_GATEWAY_MAX_QUEUED_ASKS); more are refused at once.",
+)
+ASKS_REFUSED = Counter(
+    "ragplane_gateway_asks_refused",
+    "Asks refused by admission control before any work, by reason: queue_full, or "
+    "deadline (the queue ahead would outlast the caller's deadline).",
+    ["reason"],
+)
+ASK_QUEUE_WAIT = Histogram(
+    "ragplane_gateway_ask_queue_wait_seconds",
+    "Time an admitted Ask waited for its slot.",
+    buckets=LATENCY_BUCKETS,
+)
+ASK_SERVICE_ESTIMATE = Gauge(
+    "ragplane_gateway_ask_service_seconds_estimate",
+    "Admission control's estimate of one Ask's service time (EWMA of recent asks).",
+)
+# Both reasons exported from the start, at 0: dashboards and alerts see the series.
+for _reason in ("queue_full", "deadline"):
+    ASKS_REFUSED.labels(_reason)
+BREAKER_STATE = Gauge(
+    "ragplane_gateway_breaker_state",
+    "Circuit breaker per service behind the gateway: 0 closed, 1 half-open, 2 open "
+    "(calls refused at once with UNAVAILABLE).",
+    ["backend"],
+)
+BREAKER_OPENED = Counter(
+    "ragplane_gateway_breaker_opened",
+    "Times a service's circuit breaker opened.",
+    ["backend"],
 )

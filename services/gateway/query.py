@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,7 +17,9 @@ from opentelemetry import trace
 
 from ragplane.errors import InvalidArgument, Unavailable
 from ragplane.gateway import api, metrics
+from ragplane.gateway.admission import Admission, AdmissionSettings
 from ragplane.gateway.clients import Backends, Deadline, Timeouts
+from ragplane.gateway.markers import check_markers
 from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
 from ragplane.names import named_terms
 from ragplane.telemetry import tracer
@@ -36,6 +38,8 @@ HISTORY_TURNS = 1
 MAX_HISTORY_CHARS = 1000
 # Earlier turns a request may carry.
 MAX_HISTORY = 64
+# The admission queue's tenant key until requests carry a tenant.
+TENANT = ""
 
 SEARCH_MODES = {
     "dense": common_pb2.SEARCH_MODE_DENSE,
@@ -77,11 +81,13 @@ class QueryPipeline:
         timeouts: Timeouts,
         settings: QuerySettings,
         default_collection: str,
+        admission: Admission | None = None,
     ) -> None:
         self._backends = backends
         self._timeouts = timeouts
         self._settings = settings
         self._default_collection = default_collection
+        self._admission = admission or Admission(AdmissionSettings(64, 1024))
 
     async def search(self, query: api.SearchQuery, budget: float | None) -> api.SearchResult:
         """Retrieval only: the hits an Ask would draw on, and whether it would abstain."""
@@ -99,9 +105,23 @@ class QueryPipeline:
         )
 
     async def ask(self, query: api.AskQuery, budget: float | None) -> AsyncIterator[api.AskEvent]:
-        """Citations first, then answer deltas, then one finished event."""
+        """Citations first, then answer deltas, then one finished event. Bad input is
+        refused first, then admission control may refuse the ask at once
+        (RESOURCE_EXHAUSTED with a retry hint), before any embedding or retrieval."""
         started = time.perf_counter()
         deadline = Deadline(budget)
+        _checked_text(query.question, "question")
+        _checked_history(query.history)
+        _top_k(query.retrieval.top_k, MAX_TOP_K)
+        # One tenant for now: the queue is keyed by tenant once requests carry one.
+        async with self._admission.slot(TENANT, deadline):
+            async with aclosing(self._answer(query, deadline, started)) as events:
+                async for event in events:
+                    yield event
+
+    async def _answer(
+        self, query: api.AskQuery, deadline: Deadline, started: float
+    ) -> AsyncIterator[api.AskEvent]:
         question = _checked_text(query.question, "question")
         top_k = _top_k(query.retrieval.top_k or self._settings.top_k, MAX_TOP_K)
         max_tokens = query.max_tokens or self._settings.max_tokens
@@ -138,8 +158,10 @@ class QueryPipeline:
         yield api.Citations([api.Citation(i + 1, hit) for i, hit in enumerate(fitted.context)])
 
         done: generator_pb2.GenerateFinished | None = None
+        answer: list[str] = []
         async for event in self._generate(query, fitted, max_tokens, deadline, timings, started):
             if isinstance(event, api.Delta):
+                answer.append(event.text)
                 yield event
             else:
                 done = event
@@ -148,11 +170,16 @@ class QueryPipeline:
         timings.total_ms = _ms_since(started)
         metrics.ANSWERS.labels("answered").inc()
         metrics.ASK_DURATION.observe(timings.total_ms / 1000)
+        # Over the whole answer: a marker may be split across deltas.
+        marked = check_markers("".join(answer), len(fitted.context))
         yield api.Finished(
             FINISH_REASONS.get(done.finish_reason, "stop"),
             api.Usage(done.usage.prompt_tokens, done.usage.completion_tokens),
             timings,
             retrieval_query=_rewritten(retrieval_query, question),
+            cited_indexes=marked.cited,
+            invalid_citations=marked.invalid,
+            stopped_repeating=done.stopped_repeating,
         )
 
     async def _retrieve(

@@ -77,7 +77,7 @@ class GatewaySettings:
                 check_names=env_bool("RAGPLANE_GATEWAY_CHECK_NAMES", True),
             ),
             admission=AdmissionSettings(
-                max_in_flight=env_int("RAGPLANE_GATEWAY_MAX_ASKS_IN_FLIGHT", 16, minimum=1),
+                max_in_flight=env_int("RAGPLANE_GATEWAY_MAX_ASKS_IN_FLIGHT", 4, minimum=1),
                 max_queued=env_int("RAGPLANE_GATEWAY_MAX_QUEUED_ASKS", 2048, minimum=0),
                 initial_service_s=env_float(
                     "RAGPLANE_GATEWAY_ASK_SERVICE_SECONDS", 5.0, minimum=0.001

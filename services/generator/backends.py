@@ -47,6 +47,8 @@ class Finished:
     reason: str  # "stop" (end of answer or a stop string) or "length" (max_tokens)
     prompt_tokens: int
     completion_tokens: int
+    # Stopped by the servicer's repetition detector (reason "stop"), not by the model.
+    stopped_repeating: bool = False
 
 
 @dataclass(frozen=True)

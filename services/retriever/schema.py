@@ -7,7 +7,7 @@ dense vector, and the sparse BM25 vector Milvus derives from its keywords.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient
@@ -18,13 +18,21 @@ from ragplane.names import normal
 # restarts (it drops the collection description), and Milvus servers keep custom ones.
 MODEL_PROPERTY = "ragplane.embedding_model"
 SCHEMA_PROPERTY = "ragplane.schema_version"
+# Milvus Lite drops a collection's description, so it is a property too; times are Unix
+# milliseconds, the update time rewritten by every write, delete and update.
+DESCRIPTION_PROPERTY = "ragplane.description"
+CREATE_TIME_PROPERTY = "ragplane.create_time_ms"
+UPDATE_TIME_PROPERTY = "ragplane.update_time_ms"
+MAX_DESCRIPTION_BYTES = 1024
 # 2 added the tags array; collections of schema 1 still serve, without tags.
 # 3 added the keywords field: BM25 over a chunk's title and section as well as its text
 # (a reference page's name is in its title, not in every chunk). Collections of schema 1
 # and 2 still serve, with BM25 over the text alone.
-SCHEMA_VERSION = "3"
+# 4 added each document's metadata (a JSON object of strings) and its chunks' index time.
+SCHEMA_VERSION = "4"
 TAGS_SCHEMA = 2
 KEYWORDS_SCHEMA = 3
+METADATA_SCHEMA = 4
 
 # Unicode word tokenizer + lowercase: max_wal_senders, 23505 and pg_dump stay single
 # terms, --no-owner becomes "no" "owner" (both kept: no stop-word filter). Milvus Lite
@@ -44,8 +52,11 @@ MAX_BYTES = {
     "text": 65535,
     "keywords": 65535,
     "tag": 128,
+    "metadata_key": 256,
+    "metadata_value": 4096,
 }
 MAX_TAGS = 32
+MAX_METADATA_KEYS = 32
 # What a search returns of a chunk (tags too, where the schema has them).
 CHUNK_FIELDS = [
     "id",
@@ -60,6 +71,8 @@ CHUNK_FIELDS = [
 ]
 TAGS_FIELD = "tags"
 KEYWORDS_FIELD = "keywords"
+METADATA_FIELD = "metadata"
+INDEX_TIME_FIELD = "index_time_ms"
 DENSE_FIELD = "dense"
 SPARSE_FIELD = "sparse"
 
@@ -78,10 +91,15 @@ class StoredChunk:
     text: str
     doc_hash: str
     tags: tuple[str, ...] = ()
+    # The document's, on every chunk of it (schema 4 and later).
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    # When it was written (Unix ms; 0 in collections before schema 4).
+    index_time_ms: int = 0
 
     @classmethod
     def from_entity(cls, entity: Mapping[str, Any], chunk_id: str) -> StoredChunk:
-        """The chunk from a search hit's entity (schema 1 entities have no tags)."""
+        """The chunk from a search hit's or a query's entity (schema 1 entities have no
+        tags, those before 4 no metadata)."""
         return cls(
             id=chunk_id,
             doc_id=entity["doc_id"],
@@ -93,6 +111,8 @@ class StoredChunk:
             text=entity["text"],
             doc_hash=entity["doc_hash"],
             tags=tuple(entity.get(TAGS_FIELD) or ()),
+            metadata=dict(entity.get(METADATA_FIELD) or {}),
+            index_time_ms=int(entity.get(INDEX_TIME_FIELD) or 0),
         )
 
     def named_text(self) -> str:
@@ -107,8 +127,9 @@ class IndexedChunk:
     chunk: StoredChunk
     vector: list[float]
 
-    def row(self, schema_version: int) -> dict[str, Any]:
-        """The Milvus row for a collection of that schema version."""
+    def row(self, schema_version: int, index_time_ms: int = 0) -> dict[str, Any]:
+        """The Milvus row for a collection of that schema version, written at
+        index_time_ms (the chunk's own when 0)."""
         c = self.chunk
         row: dict[str, Any] = {
             "id": c.id,
@@ -126,6 +147,9 @@ class IndexedChunk:
             row[TAGS_FIELD] = list(c.tags)
         if schema_version >= KEYWORDS_SCHEMA:
             row[KEYWORDS_FIELD] = keywords(c)
+        if schema_version >= METADATA_SCHEMA:
+            row[METADATA_FIELD] = dict(c.metadata)
+            row[INDEX_TIME_FIELD] = index_time_ms or c.index_time_ms
         return row
 
 
@@ -170,6 +194,8 @@ def collection_schema(client: MilvusClient, dimension: int) -> Any:
         max_capacity=MAX_TAGS,
         max_length=MAX_BYTES["tag"],
     )
+    schema.add_field(METADATA_FIELD, DataType.JSON)
+    schema.add_field(INDEX_TIME_FIELD, DataType.INT64)
     schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
     schema.add_field(DENSE_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
     schema.add_function(
@@ -199,3 +225,16 @@ class DocumentChunks:
 
     doc_id: str
     chunks: list[IndexedChunk]
+
+
+def stored_fields(schema_version: int, with_vectors: bool = False) -> list[str]:
+    """Every field a collection of that schema version stores for a chunk (its dense
+    vector only if asked): what rewriting a chunk in place reads back."""
+    fields = list(CHUNK_FIELDS)
+    if schema_version >= TAGS_SCHEMA:
+        fields.append(TAGS_FIELD)
+    if schema_version >= METADATA_SCHEMA:
+        fields += [METADATA_FIELD, INDEX_TIME_FIELD]
+    if with_vectors:
+        fields.append(DENSE_FIELD)
+    return fields

@@ -32,18 +32,19 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         """Creates a collection bound to one embedding model (idempotent with exist_ok)."""
         name = validation.collection_name(request.name)
         model = validation.model_record(request.model, "model")
-        collection, created = await self._catalog.create(name, model, request.exist_ok)
+        description = validation.description(request.description)
+        collection, created = await self._catalog.create(name, model, request.exist_ok, description)
         return retriever_pb2.CreateCollectionResponse(
             collection=_collection(collection), created=created
         )
 
     async def DescribeCollection(self, request, context):  # noqa: N802
-        """A collection's embedding model and chunk count."""
+        """A collection's embedding model, description, times, chunk and document counts."""
         collection = await self._catalog.describe(validation.collection_name(request.name))
         return retriever_pb2.DescribeCollectionResponse(collection=_collection(collection))
 
     async def ListCollections(self, request, context):  # noqa: N802
-        """Every collection ragplane created, by name, with its model and chunk count."""
+        """Every collection ragplane created, by name, with its model and sizes."""
         collections = await self._catalog.collections()
         return retriever_pb2.ListCollectionsResponse(
             collections=[_collection(c) for c in collections]
@@ -55,11 +56,25 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return retriever_pb2.DropCollectionResponse()
 
     async def ListDocuments(self, request, context):  # noqa: N802
-        """Stored documents (all, or the ones named) with content hash and chunk count."""
+        """Stored documents (all, or the ones named) with content hash and chunk count, by
+        doc_id, a page at a time."""
         name = validation.collection_name(request.collection)
         doc_ids = validation.document_ids(request.doc_ids)
-        documents = await self._catalog.documents(name, doc_ids)
-        return retriever_pb2.ListDocumentsResponse(documents=[_stored(d) for d in documents])
+        page = await self._catalog.documents(
+            name, doc_ids, validation.page_size(request.page_size), request.page_token
+        )
+        return retriever_pb2.ListDocumentsResponse(
+            documents=[_stored(d) for d in page.documents],
+            next_page_token=page.next_page_token,
+        )
+
+    async def UpdateDocument(self, request, context):  # noqa: N802
+        """Changes a document's tags, metadata or title; its chunks keep their vectors."""
+        name = validation.collection_name(request.collection)
+        doc_id = validation.document_id(request.doc_id)
+        patch = validation.document_patch(request.patch)
+        updated = await self._catalog.update_document(name, doc_id, patch)
+        return retriever_pb2.UpdateDocumentResponse(document=_stored(updated))
 
     async def Upsert(self, request, context):  # noqa: N802
         """Writes documents' chunks; afterwards each document has exactly the chunks given."""
@@ -107,19 +122,33 @@ def _model(model: ModelRecord) -> common_pb2.ModelIdentity:
 
 
 def _collection(collection: CollectionSummary) -> retriever_pb2.Collection:
-    return retriever_pb2.Collection(
-        name=collection.name, model=_model(collection.model), chunk_count=collection.chunk_count
+    message = retriever_pb2.Collection(
+        name=collection.name,
+        model=_model(collection.model),
+        chunk_count=collection.chunk_count,
+        description=collection.description,
+        document_count=collection.document_count,
     )
+    if collection.create_time_ms:
+        message.create_time.FromMilliseconds(collection.create_time_ms)
+    if collection.update_time_ms:
+        message.update_time.FromMilliseconds(collection.update_time_ms)
+    return message
 
 
 def _stored(doc: DocumentSummary) -> retriever_pb2.StoredDocument:
-    return retriever_pb2.StoredDocument(
+    message = retriever_pb2.StoredDocument(
         doc_id=doc.doc_id,
         doc_hash=doc.doc_hash,
         chunk_count=doc.chunk_count,
         title=doc.title,
         source=doc.source,
+        tags=doc.tags,
+        metadata=doc.metadata,
     )
+    if doc.index_time_ms:
+        message.index_time.FromMilliseconds(doc.index_time_ms)
+    return message
 
 
 def _search_response(result: SearchResult) -> retriever_pb2.SearchResponse:
@@ -190,7 +219,10 @@ async def run(settings: RetrieverSettings) -> None:
         reranker.close()
         await store.close()
 
-    await serve("retriever", settings.address, register, on_shutdown=shutdown)
+    # Health is NOT_SERVING while Milvus is down: nothing can be searched without it.
+    await serve(
+        "retriever", settings.address, register, on_shutdown=shutdown, ready=store.reachable
+    )
 
 
 def main() -> None:

@@ -10,14 +10,16 @@ another URI; every call carries the configured timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import grpc
 from pymilvus import (
@@ -115,6 +117,31 @@ class DocumentSummary:
     chunk_count: int
     title: str
     source: str
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+    # The latest of its chunks' (0: written before collections recorded it).
+    index_time_ms: int = 0
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    """What a collection records about itself (its properties): the model (None if
+    ragplane did not create it), description and create and update times (Unix ms, 0
+    when it predates them)."""
+
+    model: ModelRecord | None
+    description: str = ""
+    create_time_ms: int = 0
+    update_time_ms: int = 0
+
+
+@dataclass(frozen=True)
+class DocumentPatch:
+    """A change to a stored document: each field that is not None replaces it."""
+
+    tags: tuple[str, ...] | None = None
+    metadata: dict[str, str] | None = None
+    title: str | None = None
 
 
 # Filter expressions --------------------------------------------------------------
@@ -221,6 +248,22 @@ class MilvusStore:
             await self._call("connect", lambda c: None)
         except Unavailable as exc:
             log.warning("%s; will retry on the first request", exc)
+
+    async def reachable(self, wait_s: float = 1.0) -> bool:
+        """Whether Milvus accepts connections: the retriever's health follows it (a
+        TCP connect, so that a check never waits on pymilvus's own timeouts)."""
+        url = urlsplit(self.uri)
+        if url.hostname is None:
+            return True
+        port = url.port or (443 if url.scheme == "https" else 19530)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, port), wait_s)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def close(self) -> None:
         # A pending idle flush is only an optimisation: the rows are in Milvus's log.
@@ -347,6 +390,10 @@ class MilvusStore:
         cached = self._models.get(collection)
         if cached is not None and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
+        return (await self.record(collection)).model
+
+    async def record(self, collection: str) -> CollectionRecord:
+        """The collection's properties, read fresh; NOT_FOUND if it does not exist."""
         described = await self._call(
             f"describe of {collection!r}",
             lambda c: c.describe_collection(collection, timeout=self._timeout),
@@ -355,11 +402,32 @@ class MilvusStore:
         properties = described.get("properties", {})
         self._schemas[collection] = properties.get(schema.SCHEMA_PROPERTY, "1")
         raw = properties.get(schema.MODEL_PROPERTY)
-        if not raw:
-            return None
-        model = ModelRecord(**json.loads(raw))
-        self._models[collection] = (time.monotonic(), model)
-        return model
+        model = ModelRecord(**json.loads(raw)) if raw else None
+        if model is not None:
+            self._models[collection] = (time.monotonic(), model)
+        return CollectionRecord(
+            model,
+            properties.get(schema.DESCRIPTION_PROPERTY, ""),
+            int(properties.get(schema.CREATE_TIME_PROPERTY) or 0),
+            int(properties.get(schema.UPDATE_TIME_PROPERTY) or 0),
+        )
+
+    async def touch(self, collection: str) -> None:
+        """Records now as the collection's update time; a failure is logged, not raised:
+        the write it follows has happened."""
+        now = str(now_ms())
+        try:
+            await self._call(
+                f"update time of {collection!r}",
+                lambda c: c.alter_collection_properties(
+                    collection,
+                    properties={schema.UPDATE_TIME_PROPERTY: now},
+                    timeout=self._timeout,
+                ),
+                collection,
+            )
+        except RagplaneError as exc:
+            log.warning("%s; the collection's update time is stale", exc)
 
     async def collection_names(self) -> list[str]:
         """Every collection in the Milvus database, ragplane's or not."""
@@ -372,17 +440,24 @@ class MilvusStore:
         """Whether the collection's schema has the tags array (schema 2 and later)."""
         return await self._schema(collection) >= schema.TAGS_SCHEMA
 
+    async def has_metadata(self, collection: str) -> bool:
+        """Whether the collection's schema has document metadata (schema 4 and later)."""
+        return await self._schema(collection) >= schema.METADATA_SCHEMA
+
     async def _schema(self, collection: str) -> int:
         if collection not in self._schemas:
             await self.model_of(collection)
         return int(self._schemas[collection])
 
-    async def create_collection(self, collection: str, model: ModelRecord) -> bool:
+    async def create_collection(
+        self, collection: str, model: ModelRecord, description: str = ""
+    ) -> bool:
         """Creates the collection bound to `model`; False if it already exists."""
 
         def create(c: MilvusClient) -> bool:
             if c.has_collection(collection, timeout=self._timeout):
                 return False
+            created = str(now_ms())
             c.create_collection(
                 collection,
                 schema=schema.collection_schema(c, model.dimension),
@@ -392,6 +467,9 @@ class MilvusStore:
                 properties={
                     schema.MODEL_PROPERTY: json.dumps(asdict(model)),
                     schema.SCHEMA_PROPERTY: schema.SCHEMA_VERSION,
+                    schema.DESCRIPTION_PROPERTY: description,
+                    schema.CREATE_TIME_PROPERTY: created,
+                    schema.UPDATE_TIME_PROPERTY: created,
                 },
                 timeout=self._timeout,
             )
@@ -429,23 +507,46 @@ class MilvusStore:
         )
         return int(rows[0]["count(*)"])
 
+    async def count_documents(self, collection: str) -> int:
+        """How many documents have chunks in the collection (reads every chunk's doc_id)."""
+        rows = await self._rows(collection, 'id != ""', ["doc_id"])
+        return len({row["doc_id"] for row in rows})
+
     # Documents
 
     async def documents(
-        self, collection: str, doc_ids: Sequence[str] = ()
+        self, collection: str, doc_ids: Sequence[str] = (), after: str = ""
     ) -> list[DocumentSummary]:
-        """The named documents that have chunks (all documents if none are named)."""
+        """The named documents that have chunks (all documents if none are named), by
+        doc_id; with `after`, only those whose doc_id sorts after it."""
+        version = await self._schema(collection)
         expr = filter_expression(doc_ids) or 'id != ""'
-        rows = await self._rows(collection, expr, ["doc_id", "doc_hash", "title", "source"])
+        if after:
+            expr = f"({expr}) and doc_id > {string_literal(after)}"
+        fields = ["doc_id", "doc_hash", "title", "source"]
+        if version >= schema.TAGS_SCHEMA:
+            fields.append(schema.TAGS_FIELD)
+        if version >= schema.METADATA_SCHEMA:
+            fields += [schema.METADATA_FIELD, schema.INDEX_TIME_FIELD]
+        rows = await self._rows(collection, expr, fields)
         found: dict[str, DocumentSummary] = {}
         for row in rows:
             doc = found.get(row["doc_id"])
+            index_time = int(row.get(schema.INDEX_TIME_FIELD) or 0)
             if doc is None:
                 found[row["doc_id"]] = DocumentSummary(
-                    row["doc_id"], row["doc_hash"], 1, row["title"], row["source"]
+                    row["doc_id"],
+                    row["doc_hash"],
+                    1,
+                    row["title"],
+                    row["source"],
+                    tuple(row.get(schema.TAGS_FIELD) or ()),
+                    dict(row.get(schema.METADATA_FIELD) or {}),
+                    index_time,
                 )
                 continue
             doc.chunk_count += 1
+            doc.index_time_ms = max(doc.index_time_ms, index_time)
             if doc.doc_hash != row["doc_hash"]:
                 # Chunks from two versions: an interrupted write. An empty hash makes the
                 # indexer treat the document as changed and rewrite it.
@@ -461,7 +562,8 @@ class MilvusStore:
         query scans Milvus Lite's unflushed rows, so one per document was the indexing
         bottleneck). Returns (chunks written, chunks deleted) per document."""
         version = await self._schema(collection)
-        rows = [chunk.row(version) for doc in documents for chunk in doc.chunks]
+        written_at = now_ms()
+        rows = [chunk.row(version, written_at) for doc in documents for chunk in doc.chunks]
         async with self._write_lock(collection):
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
@@ -472,6 +574,7 @@ class MilvusStore:
             stale = [row for row in stored if row["id"] not in fresh]
             await self._delete_ids(collection, {row["id"] for row in stale})
             await self._maybe_flush(collection, len(rows) + len(stale))
+        await self.touch(collection)
         deleted = {doc.doc_id: 0 for doc in documents}
         for row in stale:
             deleted[row["doc_id"]] += 1
@@ -527,7 +630,46 @@ class MilvusStore:
             ids = await self._chunk_ids(collection, doc_id)
             await self._delete_ids(collection, ids)
             await self._maybe_flush(collection, len(ids))
+        if ids:
+            await self.touch(collection)
         return len(ids)
+
+    async def update_document(
+        self, collection: str, doc_id: str, patch: DocumentPatch
+    ) -> DocumentSummary | None:
+        """Rewrites a document's chunks with the patch applied, each with the dense vector
+        it has (read back, not recomputed); None if the document has no chunks."""
+        version = await self._schema(collection)
+        if patch.tags is not None and version < schema.TAGS_SCHEMA:
+            raise FailedPrecondition(f"collection '{collection}' was created before tags existed")
+        if patch.metadata is not None and version < schema.METADATA_SCHEMA:
+            raise FailedPrecondition(
+                f"collection '{collection}' was created before document metadata existed; "
+                "re-index it into a new collection to keep metadata"
+            )
+        fields = schema.stored_fields(version, with_vectors=True)
+        async with self._write_lock(collection):
+            found = await self._rows(collection, filter_expression([doc_id]), fields)
+            if not found:
+                return None
+            written_at = now_ms()
+            rows = []
+            for entity in found:
+                chunk = StoredChunk.from_entity(entity, entity["id"])
+                changed = replace(
+                    chunk,
+                    tags=chunk.tags if patch.tags is None else patch.tags,
+                    metadata=chunk.metadata if patch.metadata is None else patch.metadata,
+                    title=chunk.title if patch.title is None else patch.title,
+                )
+                indexed = schema.IndexedChunk(changed, list(entity[DENSE_FIELD]))
+                rows.append(indexed.row(version, written_at))
+            for start in range(0, len(rows), WRITE_BATCH_ROWS):
+                await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
+            await self._maybe_flush(collection, len(rows))
+        await self.touch(collection)
+        documents = await self.documents(collection, [doc_id])
+        return documents[0] if documents else None
 
     async def _chunk_ids(self, collection: str, doc_id: str) -> set[str]:
         rows = await self._rows(collection, filter_expression([doc_id]), ["id"])
@@ -709,6 +851,10 @@ def _is_milvus_lite(client: MilvusClient, timeout: float) -> bool:
 def _unreachable(exc: MilvusException) -> bool:
     """Connection-level failures: Milvus down, restarting or unreachable."""
     return exc.code in (Status.CONNECT_FAILED, grpc.StatusCode.UNAVAILABLE)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def missing(collection: str) -> NotFound:

@@ -4,7 +4,7 @@ message naming the field for anything Milvus would refuse or misread."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -14,12 +14,20 @@ from ragplane.retriever.ranking import RerankOptions, RerankPlan, SearchMode, pl
 from ragplane.retriever.rerank import MAX_CANDIDATES, RerankerSettings
 from ragplane.retriever.schema import (
     MAX_BYTES,
+    MAX_DESCRIPTION_BYTES,
+    MAX_METADATA_KEYS,
     MAX_TAGS,
     DocumentChunks,
     IndexedChunk,
     StoredChunk,
 )
-from ragplane.retriever.store import RRF_K, Fusion, ModelRecord, filter_expression
+from ragplane.retriever.store import (
+    RRF_K,
+    DocumentPatch,
+    Fusion,
+    ModelRecord,
+    filter_expression,
+)
 from ragplane.v1 import common_pb2, retriever_pb2
 
 COLLECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
@@ -27,6 +35,7 @@ DEFAULT_TOP_K = 5
 MAX_TOP_K = 100
 MAX_QUERY_CHARS = 8192
 MAX_COLLECTIONS = 8
+MAX_PAGE_SIZE = 10000
 # A question's names: far more than any question names (the gateway's 4,000-character
 # question has fewer words), each short enough to be a lookup's query.
 MAX_NAME_TERMS = 1000
@@ -96,6 +105,46 @@ def model_record(model: common_pb2.ModelIdentity, field: str) -> ModelRecord:
     return ModelRecord(model.id, model.revision, model.weights_sha256, model.dimension)
 
 
+def description(value: str) -> str:
+    size = len(value.encode())
+    if size > MAX_DESCRIPTION_BYTES:
+        raise InvalidArgument(f"description is {size} bytes; the limit is {MAX_DESCRIPTION_BYTES}")
+    return value
+
+
+def page_size(value: int) -> int:
+    if value > MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size is {value}; the limit is {MAX_PAGE_SIZE} (0: all)")
+    return value
+
+
+def document_patch(patch: common_pb2.DocumentPatch) -> DocumentPatch:
+    """The changes a patch asks for; a patch that changes nothing is refused."""
+    tags = metadata = title = None
+    if patch.HasField("tags"):
+        check_tags(patch.tags.values, "patch.tags")
+        tags = tuple(dict.fromkeys(patch.tags.values))
+    if patch.HasField("metadata"):
+        metadata = check_metadata(patch.metadata.entries, "patch.metadata")
+    if patch.HasField("title"):
+        check_text_field(patch.title, "title", "patch.title")
+        title = patch.title
+    if tags is None and metadata is None and title is None:
+        raise InvalidArgument("patch changes nothing: set tags, metadata or title")
+    return DocumentPatch(tags, metadata, title)
+
+
+def check_metadata(entries: Mapping[str, str], where: str) -> dict[str, str]:
+    if len(entries) > MAX_METADATA_KEYS:
+        raise InvalidArgument(f"{where} has {len(entries)} keys; the limit is {MAX_METADATA_KEYS}")
+    for key, value in entries.items():
+        if not key:
+            raise InvalidArgument(f"{where} has an empty key")
+        check_text_field(key, "metadata_key", f"{where} key {key[:40]!r}")
+        check_text_field(value, "metadata_value", f"{where}[{key[:40]!r}]")
+    return dict(entries)
+
+
 def document_ids(values: Sequence[str], where: str = "doc_ids") -> list[str]:
     for i, value in enumerate(values):
         check_text_field(value, "doc_id", f"{where}[{i}]")
@@ -159,6 +208,7 @@ def _indexed_chunk(
     for field, value in texts.items():
         check_text_field(value, field, f"{where}: chunk.{field}")
     check_tags(chunk.tags, f"{where}: chunk.tags")
+    metadata = check_metadata(chunk.metadata, f"{where}: chunk.metadata")
     stored = StoredChunk(
         id=chunk.id,
         doc_id=doc_id,
@@ -170,6 +220,7 @@ def _indexed_chunk(
         text=chunk.text,
         doc_hash=chunk.doc_hash,
         tags=tuple(dict.fromkeys(chunk.tags)),
+        metadata=metadata,
     )
     return IndexedChunk(stored, vector(indexed.vector, dimension, f"{where}: vector"))
 

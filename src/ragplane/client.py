@@ -142,9 +142,37 @@ class Document:
     content: bytes | str
     source: str = ""
     title: str = ""
-    # "text/markdown", "text/html" or "text/plain"; guessed from source when empty.
+    # "text/markdown", "text/html", "text/plain", "application/pdf", the DOCX or PPTX
+    # type; guessed from source when empty. Any other is refused.
     media_type: str = ""
     tags: tuple[str, ...] = ()
+    # Shown with the document (owner, url, ...); not searched.
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection: its embedding model, description and sizes."""
+
+    name: str
+    embedding_model: str
+    dimension: int
+    chunk_count: int
+    document_count: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as a collection holds it."""
+
+    doc_id: str
+    title: str
+    source: str
+    doc_hash: str
+    chunk_count: int
+    tags: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class IngestStatus(IntEnum):
@@ -274,7 +302,48 @@ class GatewayClient(ABC):
         *,
         timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
     ) -> int:
-        """Removes a document's chunks; returns how many there were (0: no such document)."""
+        """Removes a document's chunks; returns how many there were (0 or NOT_FOUND, as
+        the gateway says: no such document)."""
+
+    @abstractmethod
+    async def collections(self, *, timeout: float = DELETE_TIMEOUT_S) -> list[Collection]:  # noqa: ASYNC109
+        """Every collection, by name."""
+
+    @abstractmethod
+    async def create_collection(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        exist_ok: bool = False,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> Collection:
+        """Creates a collection bound to the embedder's model."""
+
+    @abstractmethod
+    async def describe_collection(
+        self,
+        name: str = "",
+        *,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> Collection:
+        """One collection (the gateway's default when name is empty)."""
+
+    @abstractmethod
+    async def drop_collection(self, name: str, *, timeout: float = DELETE_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        """Drops a collection and every document in it."""
+
+    @abstractmethod
+    async def documents(
+        self,
+        collection: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[list[StoredDocument], str]:
+        """A page of a collection's documents by doc_id, and the next page's token ("" on
+        the last)."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -394,6 +463,60 @@ class GrpcClient(GatewayClient):
             raise self._error(exc) from None
         return reply.chunks_deleted
 
+    async def collections(self, *, timeout: float = DELETE_TIMEOUT_S) -> list[Collection]:  # noqa: ASYNC109
+        reply = await self._call(
+            self._stub.ListCollections, gateway_pb2.GatewayServiceListCollectionsRequest(), timeout
+        )
+        return [collection_from_proto(c) for c in reply.collections]
+
+    async def create_collection(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        exist_ok: bool = False,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> Collection:
+        request = gateway_pb2.GatewayServiceCreateCollectionRequest(
+            name=name, description=description, exist_ok=exist_ok
+        )
+        reply = await self._call(self._stub.CreateCollection, request, timeout)
+        return collection_from_proto(reply.collection)
+
+    async def describe_collection(
+        self,
+        name: str = "",
+        *,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> Collection:
+        request = gateway_pb2.GatewayServiceDescribeCollectionRequest(name=name)
+        reply = await self._call(self._stub.DescribeCollection, request, timeout)
+        return collection_from_proto(reply.collection)
+
+    async def drop_collection(self, name: str, *, timeout: float = DELETE_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        request = gateway_pb2.GatewayServiceDropCollectionRequest(name=name)
+        await self._call(self._stub.DropCollection, request, timeout)
+
+    async def documents(
+        self,
+        collection: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[list[StoredDocument], str]:
+        request = gateway_pb2.GatewayServiceListDocumentsRequest(
+            collection=collection, page_size=page_size, page_token=page_token
+        )
+        reply = await self._call(self._stub.ListDocuments, request, timeout)
+        return [document_from_proto(d) for d in reply.documents], reply.next_page_token
+
+    async def _call(self, method: Any, request: Any, timeout: float) -> Any:  # noqa: ASYNC109
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+
     async def close(self) -> None:
         if self._owns_channel:
             await self._channel.close()
@@ -408,7 +531,8 @@ class GrpcClient(GatewayClient):
 class HttpClient(GatewayClient):
     """The gateway's OpenAI-compatible HTTP API: `POST /v1/chat/completions` streamed as
     server-sent events (the collection is the chat's `model`, the retrieval settings go in
-    its `ragplane` object) and `POST /v1/search`. It has no ingest or delete."""
+    its `ragplane` object), `POST /v1/search`, and the collection and document routes.
+    Its ingest is the gRPC client's (uploads name documents by file name only)."""
 
     def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.address = base_url.rstrip("/")
@@ -490,9 +614,74 @@ class HttpClient(GatewayClient):
         *,
         timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
     ) -> int:
-        raise GatewayError(
-            "UNIMPLEMENTED", "the HTTP API cannot delete; use the gRPC API (GrpcClient)"
-        )
+        name = collection or await self._default_collection(timeout)
+        reply = await self._request("DELETE", f"/v1/collections/{name}/documents/{doc_id}", timeout)
+        return int(reply["chunks_deleted"])
+
+    async def collections(self, *, timeout: float = DELETE_TIMEOUT_S) -> list[Collection]:  # noqa: ASYNC109
+        reply = await self._request("GET", "/v1/collections", timeout)
+        return [collection_from_json(c) for c in reply["data"]]
+
+    async def create_collection(
+        self,
+        name: str,
+        description: str = "",
+        *,
+        exist_ok: bool = False,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> Collection:
+        body = {"name": name, "description": description, "exist_ok": exist_ok}
+        return collection_from_json(await self._post_json("/v1/collections", body, timeout))
+
+    async def describe_collection(
+        self,
+        name: str = "",
+        *,
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> Collection:
+        name = name or await self._default_collection(timeout)
+        return collection_from_json(await self._request("GET", f"/v1/collections/{name}", timeout))
+
+    async def drop_collection(self, name: str, *, timeout: float = DELETE_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        await self._request("DELETE", f"/v1/collections/{name}", timeout)
+
+    async def documents(
+        self,
+        collection: str = "",
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[list[StoredDocument], str]:
+        name = collection or await self._default_collection(timeout)
+        params: dict[str, Any] = {"page_token": page_token}
+        if page_size:
+            params["limit"] = page_size
+        reply = await self._request("GET", f"/v1/collections/{name}/documents", timeout, params)
+        return [document_from_json(d) for d in reply["data"]], reply["next_page_token"] or ""
+
+    async def _default_collection(self, timeout: float) -> str:  # noqa: ASYNC109
+        """The gateway's default collection, as GET /v1/models marks it."""
+        models = await self._request("GET", "/v1/models", timeout)
+        for model in models["data"]:
+            if model.get("default"):
+                return str(model["id"])
+        raise GatewayError("NOT_FOUND", "the gateway's default collection does not exist yet")
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        limit_s: float,
+        params: dict[str, Any] | None = None,
+    ) -> dict:
+        try:
+            reply = await self._http.request(method, path, params=params, timeout=limit_s)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        if reply.is_error:
+            raise error_from_http(reply.status_code, reply.text)
+        return _json_object(reply.text)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -548,6 +737,7 @@ def _document_proto(d: Document) -> gateway_pb2.Document:
         media_type=d.media_type,
         content=content,
         tags=list(d.tags),
+        metadata=d.metadata,
     )
 
 
@@ -600,6 +790,53 @@ def finished_from_proto(f: gateway_pb2.AskFinished) -> Finished:
             total_ms=t.total_ms,
         ),
         unknown_names=tuple(f.unknown_names),
+    )
+
+
+def collection_from_proto(c: gateway_pb2.CollectionInfo) -> Collection:
+    return Collection(
+        name=c.name,
+        embedding_model=c.model.id,
+        dimension=c.model.dimension,
+        chunk_count=c.chunk_count,
+        document_count=c.document_count,
+        description=c.description,
+    )
+
+
+def document_from_proto(d: gateway_pb2.DocumentInfo) -> StoredDocument:
+    return StoredDocument(
+        doc_id=d.doc_id,
+        title=d.title,
+        source=d.source,
+        doc_hash=d.doc_hash,
+        chunk_count=d.chunk_count,
+        tags=tuple(d.tags),
+        metadata=dict(d.metadata),
+    )
+
+
+def collection_from_json(c: dict[str, Any]) -> Collection:
+    model = c.get("embedding_model") or {}
+    return Collection(
+        name=c["name"],
+        embedding_model=model.get("id", ""),
+        dimension=int(model.get("dimension", 0)),
+        chunk_count=int(c.get("chunk_count", 0)),
+        document_count=int(c.get("document_count") or 0),
+        description=c.get("description", ""),
+    )
+
+
+def document_from_json(d: dict[str, Any]) -> StoredDocument:
+    return StoredDocument(
+        doc_id=d["doc_id"],
+        title=d.get("title", ""),
+        source=d.get("source", ""),
+        doc_hash=d.get("doc_hash", ""),
+        chunk_count=int(d.get("chunk_count", 0)),
+        tags=tuple(d.get("tags") or ()),
+        metadata=dict(d.get("metadata") or {}),
     )
 
 

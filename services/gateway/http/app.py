@@ -24,10 +24,13 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from ragplane.config import env_float, env_int, env_str
 from ragplane.errors import ConfigError
 from ragplane.gateway.clients import Backends
+from ragplane.gateway.collections import Collections
 from ragplane.gateway.http import errors
+from ragplane.gateway.http.collections import CollectionServing
 from ragplane.gateway.http.middleware import BodyLimit, RequestMetrics
 from ragplane.gateway.http.router import router
 from ragplane.gateway.http.serving import HttpServing
+from ragplane.gateway.indexing import IndexingPipeline
 from ragplane.gateway.query import QueryPipeline
 
 if TYPE_CHECKING:  # server.py imports this module
@@ -36,6 +39,7 @@ if TYPE_CHECKING:  # server.py imports this module
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:50060"
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class HttpSettings:
     # beyond each stage's own).
     max_timeout: float | None
     shutdown_grace: float
+    # Document uploads (POST /v1/collections/{name}/documents) only.
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
 
     @classmethod
     def from_env(cls) -> HttpSettings:
@@ -58,12 +64,19 @@ class HttpSettings:
             max_body_bytes=env_int(
                 "RAGPLANE_GATEWAY_HTTP_MAX_BODY_BYTES", 1024 * 1024, minimum=1024
             ),
+            max_upload_bytes=env_int(
+                "RAGPLANE_GATEWAY_HTTP_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES, minimum=1024
+            ),
             max_timeout=max_timeout or None,
             shutdown_grace=env_float("RAGPLANE_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0),
         )
 
 
-def create_app(serving: HttpServing | None, settings: HttpSettings | None = None) -> FastAPI:
+def create_app(
+    serving: HttpServing | None,
+    settings: HttpSettings | None = None,
+    collections: CollectionServing | None = None,
+) -> FastAPI:
     """The ASGI app; without `serving` it only describes itself (tools/openapi.py)."""
     settings = settings or HttpSettings(DEFAULT_ADDRESS, 1024 * 1024, 300.0, 10.0)
     app = FastAPI(
@@ -77,11 +90,14 @@ def create_app(serving: HttpServing | None, settings: HttpSettings | None = None
         redoc_url=None,
     )
     app.state.serving = serving
+    app.state.collections = collections
     app.state.max_timeout = settings.max_timeout
     app.include_router(router)
     errors.install(app)
     # Outermost last: the span wraps everything, metrics see every status.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, upload_max_bytes=settings.max_upload_bytes
+    )
     app.add_middleware(errors.ErrorResponses)
     app.add_middleware(RequestMetrics)
     # One SERVER span per request, child of the caller's traceparent; the pipeline's
@@ -151,6 +167,10 @@ async def start_http(
     stop it on shutdown."""
     settings = HttpSettings.from_env()
     serving = HttpServing(query, backends, gateway.timeouts, gateway.default_collection)
-    server = HttpServer(create_app(serving, settings), settings)
+    collections = CollectionServing(
+        Collections(backends, gateway.timeouts, gateway.default_collection),
+        IndexingPipeline(backends, gateway.timeouts, gateway.chunk_tokens),
+    )
+    server = HttpServer(create_app(serving, settings, collections), settings)
     await server.start()
     return server

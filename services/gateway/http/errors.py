@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragplane.errors import UnsupportedMediaType
 from ragplane.gateway.http.protocol import ErrorDetail, ErrorResponse
 from ragplane.server import status_of
 
@@ -83,6 +84,10 @@ def from_exception(exc: BaseException) -> JSONResponse:
     unexpected one is logged with an incident id that the message names."""
     code, message = status_of(exc)
     status = HTTP_STATUS.get(code, 500)
+    error_code = getattr(exc, "error_code", code.name.lower())
+    if isinstance(exc, UnsupportedMediaType):
+        # INVALID_ARGUMENT over gRPC; HTTP has its own status for it.
+        status, error_code = 415, "unsupported_media_type"
     if code == S.DEADLINE_EXCEEDED and message in ("Deadline Exceeded", "timed out"):
         # gRPC's own words for a call whose timeout passed: say which deadlines there are.
         message = (
@@ -92,7 +97,7 @@ def from_exception(exc: BaseException) -> JSONResponse:
     return error_response(
         status,
         message,
-        getattr(exc, "error_code", code.name.lower()),
+        error_code,
         getattr(exc, "param", None),
         _retry_after(exc),
     )

@@ -18,23 +18,28 @@ access_log = logging.getLogger("ragplane.access")
 
 
 class BodyLimit:
-    """Refuses a request body over `max_bytes` with 413: at once when Content-Length says
-    so, else as soon as the bytes received pass it."""
+    """Refuses a request body over `max_bytes` (a document upload's: `upload_max_bytes`)
+    with 413: at once when Content-Length says so, else as soon as the bytes received
+    pass it."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
-    def _message(self) -> str:
-        return f"the request body is over {self.max_bytes} bytes"
+    def _message(self, limit: int) -> str:
+        return f"the request body is over {limit} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.upload_max_bytes if _is_upload(scope) else self.max_bytes
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await error_response(413, self._message(), "request_too_large")(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > limit:
+            await error_response(413, self._message(limit), "request_too_large")(
+                scope, receive, send
+            )
             return
         received = 0
 
@@ -43,13 +48,24 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     # FastAPI lets an HTTPException from reading the body through to
                     # the exception handlers (errors.py).
-                    raise HTTPException(413, self._message())
+                    raise HTTPException(413, self._message(limit))
             return message
 
         await self.app(scope, limited, send)
+
+
+def _is_upload(scope: Scope) -> bool:
+    """POST /v1/collections/{name}/documents: files, under their own limit."""
+    parts = scope["path"].strip("/").split("/")
+    return (
+        scope["method"] == "POST"
+        and len(parts) == 4
+        and parts[:2] == ["v1", "collections"]
+        and (parts[3] == "documents")
+    )
 
 
 class RequestMetrics:

@@ -430,6 +430,96 @@ class SearchResponse(BaseModel):
     timings: SearchTimings
 
 
+# ---- collections and documents ----
+
+
+class CollectionCreateRequest(StrictModel):
+    name: str = Field(description="Letters, digits and _, not starting with a digit.")
+    description: str = Field(default="", description="What the collection holds (1024 bytes).")
+    exist_ok: bool = Field(
+        default=False, description="An existing collection with the embedder's model is no error."
+    )
+
+
+class EmbeddingModel(BaseModel):
+    id: str
+    revision: str
+    dimension: int
+
+
+class CollectionObject(BaseModel):
+    object: Literal["collection"] = "collection"
+    name: str
+    description: str
+    embedding_model: EmbeddingModel
+    chunk_count: int
+    document_count: int
+    create_time: str | None = Field(description="RFC 3339, UTC; null if not recorded.")
+    update_time: str | None = Field(description="Last document write, delete or update.")
+    created: bool | None = Field(
+        default=None, description="POST only: false when it existed already (exist_ok)."
+    )
+
+
+class CollectionList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CollectionObject]
+
+
+class CollectionDeleted(BaseModel):
+    object: Literal["collection.deleted"] = "collection.deleted"
+    name: str
+    deleted: bool = True
+
+
+class DocumentObject(BaseModel):
+    object: Literal["document"] = "document"
+    doc_id: str
+    title: str
+    source: str
+    doc_hash: str = Field(description="Changes when the content or how it is indexed changes.")
+    chunk_count: int
+    tags: list[str]
+    metadata: dict[str, str]
+    index_time: str | None = Field(description="When its chunks were last written (RFC 3339).")
+
+
+class DocumentList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[DocumentObject] = Field(description="By doc_id.")
+    next_page_token: str | None = Field(
+        description="Pass as page_token for the next page; null on the last."
+    )
+
+
+class DocumentUpdateRequest(StrictModel):
+    """Each field given replaces the stored one; the chunks keep their text and vectors."""
+
+    tags: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    title: str | None = None
+
+
+class DocumentDeleted(BaseModel):
+    object: Literal["document.deleted"] = "document.deleted"
+    doc_id: str
+    chunks_deleted: int
+
+
+class UploadResult(BaseModel):
+    doc_id: str
+    status: Literal["written", "unchanged", "failed"]
+    chunks_written: int
+    chunks_deleted: int
+    error: str | None = None
+
+
+class UploadResponse(BaseModel):
+    object: Literal["list"] = "list"
+    collection: str
+    data: list[UploadResult] = Field(description="One per file, in the order sent.")
+
+
 # ---- errors ----
 
 

@@ -7,11 +7,12 @@ import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
 from ragplane.gateway.http import errors
 from ragplane.gateway.http import protocol as p
+from ragplane.gateway.http.collections import CollectionServing, UploadedFile
 from ragplane.gateway.http.serving import HttpServing, InvalidParam
 
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -20,9 +21,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": p.ErrorResponse, "description": description}
     for status, description in {
         400: "Invalid request: bad input, over a limit, malformed JSON.",
-        404: "Unknown collection (chat: model) or route.",
+        404: "Unknown collection (chat: model), document or route.",
         409: "The collection was made with another embedding model than the embedder runs.",
         413: "The request body is too large.",
+        415: "Uploads only: a file of a type ragplane cannot read (named in the message).",
         429: "A service's queue is full; retry after Retry-After seconds.",
         503: "A service behind the gateway is unavailable.",
         504: "The request's deadline (X-Request-Timeout or the server's) passed.",
@@ -60,7 +62,12 @@ def budget(request: Request) -> float | None:
     return seconds if limit is None else min(seconds, limit)
 
 
+def collection_serving(request: Request) -> CollectionServing:
+    return request.app.state.collections
+
+
 Serving = Annotated[HttpServing, Depends(serving)]
+CollectionsServing = Annotated[CollectionServing, Depends(collection_serving)]
 Budget = Annotated[float | None, Depends(budget)]
 
 
@@ -96,6 +103,97 @@ async def search(body: p.SearchRequest, serving: Serving, budget: Budget) -> p.S
     """Retrieval only: the ranked chunks an answer would draw on, and whether it would
     abstain on them (the gRPC API's Search)."""
     return await serving.search(body, budget)
+
+
+@router.post("/collections", response_model=p.CollectionObject, status_code=201)
+async def create_collection(
+    body: p.CollectionCreateRequest, response: Response, serving: CollectionsServing, budget: Budget
+) -> p.CollectionObject:
+    """Creates a collection bound to the embedder's model (201; 200 when it existed and
+    exist_ok was given)."""
+    created = await serving.create(body, budget)
+    if not created.created:
+        response.status_code = 200
+    return created
+
+
+@router.get("/collections", response_model=p.CollectionList)
+async def list_collections(serving: CollectionsServing, budget: Budget) -> p.CollectionList:
+    """Every collection, by name, with its model and chunk count."""
+    return await serving.list(budget)
+
+
+@router.get("/collections/{name}", response_model=p.CollectionObject)
+async def describe_collection(
+    name: str, serving: CollectionsServing, budget: Budget
+) -> p.CollectionObject:
+    """One collection: model, description, chunk and document counts, times."""
+    return await serving.describe(name, budget)
+
+
+@router.delete("/collections/{name}", response_model=p.CollectionDeleted)
+async def drop_collection(
+    name: str, serving: CollectionsServing, budget: Budget
+) -> p.CollectionDeleted:
+    """Drops a collection and every document in it."""
+    return await serving.drop(name, budget)
+
+
+@router.get("/collections/{name}/documents", response_model=p.DocumentList)
+async def list_documents(
+    name: str,
+    serving: CollectionsServing,
+    budget: Budget,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Documents per page.")] = 100,
+    page_token: Annotated[str, Query(description="The previous page's next_page_token.")] = "",
+) -> p.DocumentList:
+    """The collection's documents by doc_id, a page at a time."""
+    return await serving.documents(name, limit, page_token, budget)
+
+
+@router.post("/collections/{name}/documents", response_model=p.UploadResponse)
+async def upload_documents(
+    name: str,
+    serving: CollectionsServing,
+    budget: Budget,
+    files: Annotated[list[UploadFile], File(description="The documents; doc_id: file name.")],
+    tags: Annotated[list[str], Form(description="Tags for every file (repeatable).")] = [],  # noqa: B006
+    metadata: Annotated[
+        str | None, Form(description='A JSON object of strings: {"owner": "…"}.')
+    ] = None,
+) -> p.UploadResponse:
+    """Indexes uploaded files (multipart/form-data): Markdown, HTML, text, PDF, DOCX,
+    PPTX; any other type refuses the upload with 415, naming it."""
+    uploaded = [UploadedFile(f.filename or "", f.content_type or "", await f.read()) for f in files]
+    return await serving.upload(name, uploaded, tags, metadata, budget)
+
+
+@router.get("/collections/{name}/documents/{doc_id:path}", response_model=p.DocumentObject)
+async def get_document(
+    name: str, doc_id: str, serving: CollectionsServing, budget: Budget
+) -> p.DocumentObject:
+    """One document: hash, chunk count, tags, metadata, when indexed (404 if absent)."""
+    return await serving.get(name, doc_id, budget)
+
+
+@router.patch("/collections/{name}/documents/{doc_id:path}", response_model=p.DocumentObject)
+async def update_document(
+    name: str,
+    doc_id: str,
+    body: p.DocumentUpdateRequest,
+    serving: CollectionsServing,
+    budget: Budget,
+) -> p.DocumentObject:
+    """Changes a document's tags, metadata or title without re-embedding it."""
+    return await serving.update(name, doc_id, body, budget)
+
+
+@router.delete("/collections/{name}/documents/{doc_id:path}", response_model=p.DocumentDeleted)
+async def delete_document(
+    name: str, doc_id: str, serving: CollectionsServing, budget: Budget
+) -> p.DocumentDeleted:
+    """Removes a document's chunks (404 if there is no such document)."""
+    return await serving.delete(name, doc_id, budget)
 
 
 async def server_sent_events(chunks: AsyncIterator[p.ChatCompletionChunk]) -> AsyncIterator[str]:

@@ -1,7 +1,8 @@
-"""`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID`.
+"""`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID |
+collections [list | create NAME | describe NAME | drop NAME] | documents [COLLECTION]`.
 
-ingest, ask and delete go through ragplane.client to the local stack's gateway, or to
-another with --gateway HOST:PORT ($RAGPLANE_GATEWAY) or --http URL."""
+ingest, ask, delete, collections and documents go through ragplane.client to the local
+stack's gateway, or to another with --gateway HOST:PORT ($RAGPLANE_GATEWAY) or --http URL."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import grpc
@@ -40,15 +41,30 @@ from ragplane.v1 import (
     generator_pb2_grpc,
 )
 
-DOCUMENT_SUFFIXES = {".md", ".markdown", ".html", ".htm", ".txt"}
+# What the gateway reads (ragplane.gateway.loaders); other files are skipped, and said so.
+DOCUMENT_SUFFIXES = {
+    ".md",
+    ".markdown",
+    ".html",
+    ".htm",
+    ".txt",
+    ".text",
+    ".csv",
+    ".log",
+    ".pdf",
+    ".docx",
+    ".pptx",
+}
 INGEST_BATCH = 8
 INGEST_TIMEOUT_S = 300.0
 ASK_TIMEOUT_S = 180.0
 # The commands that talk to a gateway (local or --gateway/--http), with their help.
 GATEWAY_COMMANDS = {
-    "ingest": "index files and folders (Markdown, HTML, text)",
+    "ingest": "index files and folders (Markdown, HTML, text, PDF, DOCX, PPTX)",
     "ask": "ask a question; the answer streams with its sources",
     "delete": "remove a document's chunks",
+    "collections": "list collections, or create, describe or drop one",
+    "documents": "list a collection's documents",
 }
 
 
@@ -72,17 +88,37 @@ def layout_from_env() -> stack.StackLayout:
     )
 
 
-def find_documents(paths: list[Path]) -> Iterator[tuple[str, Path]]:
-    """(doc_id, file) pairs: a file's id is its name, a folder's files are ids relative to it."""
+@dataclass(frozen=True)
+class Skipped:
+    """A file not sent, and why; `named`: the caller named it, not only its folder."""
+
+    path: Path
+    reason: str
+    named: bool = False
+
+
+def find_documents(paths: list[Path]) -> Iterator[tuple[str, Path] | Skipped]:
+    """(doc_id, file) pairs, and a Skipped for each file ragplane cannot read: a file's
+    id is its name, a folder's files are ids relative to it. Hidden files and folders
+    (.git, .DS_Store) are passed over without a word."""
     for root in paths:
         if root.is_file():
-            yield root.name, root
+            yield _readable(root, root.name, named=True)
         elif root.is_dir():
             for file in sorted(root.rglob("*")):
-                if file.is_file() and file.suffix.lower() in DOCUMENT_SUFFIXES:
-                    yield file.relative_to(root).as_posix(), file
+                relative = file.relative_to(root)
+                if file.is_file() and not any(p.startswith(".") for p in relative.parts):
+                    yield _readable(file, relative.as_posix())
         else:
             raise SystemExit(f"ragplane: {root} does not exist")
+
+
+def _readable(file: Path, doc_id: str, named: bool = False) -> tuple[str, Path] | Skipped:
+    suffix = file.suffix.lower()
+    if suffix and suffix not in DOCUMENT_SUFFIXES:
+        readable = ", ".join(sorted(DOCUMENT_SUFFIXES))
+        return Skipped(file, f"unsupported type {suffix} (ragplane reads {readable})", named)
+    return doc_id, file
 
 
 async def ingest(
@@ -91,8 +127,12 @@ async def ingest(
     collection: str = "",
     out=sys.stdout,
 ) -> list[IngestResult]:
-    """Sends documents in batches, drawing a progress line; returns every result."""
-    found = list(find_documents(paths))
+    """Sends documents in batches, drawing a progress line, then says what failed and
+    what was skipped and why; returns every result (a skipped file named on the command
+    line, or nothing to send at all, is a FAILED result)."""
+    scanned = list(find_documents(paths))
+    found = [entry for entry in scanned if not isinstance(entry, Skipped)]
+    skipped = [entry for entry in scanned if isinstance(entry, Skipped)]
     results: list[IngestResult] = []
     chunks = 0
     for start in range(0, len(found), INGEST_BATCH):
@@ -111,11 +151,18 @@ async def ingest(
         summary[r.status] += 1
         if r.status == IngestStatus.FAILED:
             out.write(f"  failed {r.doc_id}: {r.error}\n")
+    for s in skipped:
+        out.write(f"  skipped {s.path}: {s.reason}\n")
     out.write(
         f"{summary[IngestStatus.WRITTEN]} written, {summary[IngestStatus.UNCHANGED]} unchanged, "
-        f"{summary[IngestStatus.FAILED]} failed; {chunks} chunks written\n"
+        f"{summary[IngestStatus.FAILED]} failed, {len(skipped)} skipped; "
+        f"{chunks} chunks written\n"
     )
-    return results
+    refused = [IngestResult(str(s.path), IngestStatus.FAILED, error=s.reason) for s in skipped]
+    if not found:
+        out.write("ragplane: nothing to index in " + ", ".join(map(str, paths)) + "\n")
+        return refused
+    return results + [r for r, s in zip(refused, skipped, strict=True) if s.named]
 
 
 def _progress(out, done: int, total: int, chunks: int, width: int = 30) -> None:
@@ -295,7 +342,13 @@ async def _gateway_command(args: argparse.Namespace) -> int:
 async def _call_gateway(gateway: GatewayClient, args: argparse.Namespace) -> int:
     if args.command == "ingest":
         results = await ingest(gateway, args.paths, args.collection)
-        return 1 if any(r.status == IngestStatus.FAILED for r in results) else 0
+        return 1 if not results or any(r.status == IngestStatus.FAILED for r in results) else 0
+    if args.command == "collections":
+        await collections(gateway, args.action, args.name, args.description)
+        return 0
+    if args.command == "documents":
+        await documents(gateway, args.name or args.collection)
+        return 0
     if args.command == "ask":
         settings = {
             "collection": args.collection,
@@ -358,9 +411,53 @@ def parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="print one JSON object: answer, citations, finish_reason, abstained, ...",
             )
+        elif name == "collections":
+            cmd.add_argument(
+                "action", nargs="?", default="list", choices=["list", "create", "describe", "drop"]
+            )
+            cmd.add_argument("name", nargs="?", default="", help="the collection (not for list)")
+            cmd.add_argument("--description", default="", help="create: what it holds")
+        elif name == "documents":
+            cmd.add_argument("name", nargs="?", default="", help="collection (gateway default)")
         else:
             cmd.add_argument("doc_id")
     return p
+
+
+async def collections(
+    gateway: GatewayClient, action: str, name: str, description: str = "", out=sys.stdout
+) -> None:
+    """`ragplane collections [list | create NAME | describe [NAME] | drop NAME]`."""
+    if action in ("create", "drop") and not name:
+        raise GatewayError("INVALID_ARGUMENT", f"name the collection to {action}")
+    if action == "create":
+        found = [await gateway.create_collection(name, description)]
+    elif action == "describe":
+        found = [await gateway.describe_collection(name)]
+    elif action == "drop":
+        await gateway.drop_collection(name)
+        out.write(f"dropped {name}\n")
+        return
+    else:
+        found = await gateway.collections()
+    for c in found:
+        about = f"  {c.description}" if c.description else ""
+        out.write(
+            f"{c.name:<24} {c.document_count:>6} documents {c.chunk_count:>7} chunks  "
+            f"{c.embedding_model} ({c.dimension}-d){about}\n"
+        )
+
+
+async def documents(gateway: GatewayClient, collection: str, out=sys.stdout) -> None:
+    """Every document of a collection, a page at a time: id, chunks, tags, title."""
+    token = ""
+    while True:
+        page, token = await gateway.documents(collection, page_size=500, page_token=token)
+        for d in page:
+            tags = f"  [{', '.join(d.tags)}]" if d.tags else ""
+            out.write(f"{d.doc_id:<48} {d.chunk_count:>5} chunks  {d.title}{tags}\n")
+        if not token:
+            return
 
 
 def _count(raw: str) -> int:

@@ -24,37 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ragplane/v1/common.proto\x12\x0bragplane.v1\"X\n\rModelIdentity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\".\n\x06Timing\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\"\xa9\x01\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07section\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x10\n\x08\x64oc_hash\x18\t \x01(\t\x12\x0c\n\x04tags\x18\n \x03(\t\"F\n\x0eMetadataFilter\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\x12\x15\n\rsource_prefix\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\"p\n\x06\x46usion\x12)\n\x06method\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FusionMethod\x12\r\n\x05rrf_k\x18\x02 \x01(\r\x12\x14\n\x0c\x64\x65nse_weight\x18\x03 \x01(\x02\x12\x16\n\x0ekeyword_weight\x18\x04 \x01(\x02\"S\n\x06Rerank\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.ragplane.v1.RerankMode\x12\x12\n\ncandidates\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"\x8e\x01\n\x0bScoredChunk\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.ragplane.v1.Chunk\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\trelevance\x18\x03 \x01(\x02\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\x14\n\x0crerank_score\x18\x05 \x01(\x02\x12\x10\n\x08reranked\x18\x06 \x01(\x08\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r*q\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*`\n\x0c\x46usionMethod\x12\x1d\n\x19\x46USION_METHOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46USION_METHOD_RRF\x10\x01\x12\x1a\n\x16\x46USION_METHOD_WEIGHTED\x10\x02*R\n\nRerankMode\x12\x1b\n\x17RERANK_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fRERANK_MODE_OFF\x10\x01\x12\x12\n\x0eRERANK_MODE_ON\x10\x02*f\n\x0fIdentifierBoost\x12 \n\x1cIDENTIFIER_BOOST_UNSPECIFIED\x10\x00\x12\x18\n\x14IDENTIFIER_BOOST_OFF\x10\x01\x12\x17\n\x13IDENTIFIER_BOOST_ON\x10\x02*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18ragplane/v1/common.proto\x12\x0bragplane.v1\"X\n\rModelIdentity\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\t\x12\x16\n\x0eweights_sha256\x18\x03 \x01(\t\x12\x11\n\tdimension\x18\x04 \x01(\r\".\n\x06Timing\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\ncompute_ms\x18\x02 \x01(\x01\"\x8e\x02\n\x05\x43hunk\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x0f\n\x07section\x18\x05 \x01(\t\x12\x10\n\x08position\x18\x06 \x01(\r\x12\x14\n\x0c\x63ontent_hash\x18\x07 \x01(\t\x12\x0c\n\x04text\x18\x08 \x01(\t\x12\x10\n\x08\x64oc_hash\x18\t \x01(\t\x12\x0c\n\x04tags\x18\n \x03(\t\x12\x32\n\x08metadata\x18\x0b \x03(\x0b\x32 .ragplane.v1.Chunk.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"~\n\rDocumentPatch\x12%\n\x04tags\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.StringList\x12(\n\x08metadata\x18\x02 \x01(\x0b\x32\x16.ragplane.v1.StringMap\x12\x12\n\x05title\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_title\"\x1c\n\nStringList\x12\x0e\n\x06values\x18\x01 \x03(\t\"q\n\tStringMap\x12\x34\n\x07\x65ntries\x18\x01 \x03(\x0b\x32#.ragplane.v1.StringMap.EntriesEntry\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"F\n\x0eMetadataFilter\x12\x0f\n\x07\x64oc_ids\x18\x01 \x03(\t\x12\x15\n\rsource_prefix\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\"p\n\x06\x46usion\x12)\n\x06method\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FusionMethod\x12\r\n\x05rrf_k\x18\x02 \x01(\r\x12\x14\n\x0c\x64\x65nse_weight\x18\x03 \x01(\x02\x12\x16\n\x0ekeyword_weight\x18\x04 \x01(\x02\"S\n\x06Rerank\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.ragplane.v1.RerankMode\x12\x12\n\ncandidates\x18\x02 \x01(\r\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"\x8e\x01\n\x0bScoredChunk\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.ragplane.v1.Chunk\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x11\n\trelevance\x18\x03 \x01(\x02\x12\x12\n\ncollection\x18\x04 \x01(\t\x12\x14\n\x0crerank_score\x18\x05 \x01(\x02\x12\x10\n\x08reranked\x18\x06 \x01(\x08\"9\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r*q\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11SEARCH_MODE_DENSE\x10\x01\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x02\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x03*`\n\x0c\x46usionMethod\x12\x1d\n\x19\x46USION_METHOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x46USION_METHOD_RRF\x10\x01\x12\x1a\n\x16\x46USION_METHOD_WEIGHTED\x10\x02*R\n\nRerankMode\x12\x1b\n\x17RERANK_MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fRERANK_MODE_OFF\x10\x01\x12\x12\n\x0eRERANK_MODE_ON\x10\x02*f\n\x0fIdentifierBoost\x12 \n\x1cIDENTIFIER_BOOST_UNSPECIFIED\x10\x00\x12\x18\n\x14IDENTIFIER_BOOST_OFF\x10\x01\x12\x17\n\x13IDENTIFIER_BOOST_ON\x10\x02*_\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ragplane.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEARCHMODE']._serialized_start=826
-  _globals['_SEARCHMODE']._serialized_end=939
-  _globals['_FUSIONMETHOD']._serialized_start=941
-  _globals['_FUSIONMETHOD']._serialized_end=1037
-  _globals['_RERANKMODE']._serialized_start=1039
-  _globals['_RERANKMODE']._serialized_end=1121
-  _globals['_IDENTIFIERBOOST']._serialized_start=1123
-  _globals['_IDENTIFIERBOOST']._serialized_end=1225
-  _globals['_FINISHREASON']._serialized_start=1227
-  _globals['_FINISHREASON']._serialized_end=1322
+  _globals['_CHUNK_METADATAENTRY']._loaded_options = None
+  _globals['_CHUNK_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_STRINGMAP_ENTRIESENTRY']._loaded_options = None
+  _globals['_STRINGMAP_ENTRIESENTRY']._serialized_options = b'8\001'
+  _globals['_SEARCHMODE']._serialized_start=1200
+  _globals['_SEARCHMODE']._serialized_end=1313
+  _globals['_FUSIONMETHOD']._serialized_start=1315
+  _globals['_FUSIONMETHOD']._serialized_end=1411
+  _globals['_RERANKMODE']._serialized_start=1413
+  _globals['_RERANKMODE']._serialized_end=1495
+  _globals['_IDENTIFIERBOOST']._serialized_start=1497
+  _globals['_IDENTIFIERBOOST']._serialized_end=1599
+  _globals['_FINISHREASON']._serialized_start=1601
+  _globals['_FINISHREASON']._serialized_end=1696
   _globals['_MODELIDENTITY']._serialized_start=41
   _globals['_MODELIDENTITY']._serialized_end=129
   _globals['_TIMING']._serialized_start=131
   _globals['_TIMING']._serialized_end=177
   _globals['_CHUNK']._serialized_start=180
-  _globals['_CHUNK']._serialized_end=349
-  _globals['_METADATAFILTER']._serialized_start=351
-  _globals['_METADATAFILTER']._serialized_end=421
-  _globals['_FUSION']._serialized_start=423
-  _globals['_FUSION']._serialized_end=535
-  _globals['_RERANK']._serialized_start=537
-  _globals['_RERANK']._serialized_end=620
-  _globals['_SCOREDCHUNK']._serialized_start=623
-  _globals['_SCOREDCHUNK']._serialized_end=765
-  _globals['_USAGE']._serialized_start=767
-  _globals['_USAGE']._serialized_end=824
+  _globals['_CHUNK']._serialized_end=450
+  _globals['_CHUNK_METADATAENTRY']._serialized_start=403
+  _globals['_CHUNK_METADATAENTRY']._serialized_end=450
+  _globals['_DOCUMENTPATCH']._serialized_start=452
+  _globals['_DOCUMENTPATCH']._serialized_end=578
+  _globals['_STRINGLIST']._serialized_start=580
+  _globals['_STRINGLIST']._serialized_end=608
+  _globals['_STRINGMAP']._serialized_start=610
+  _globals['_STRINGMAP']._serialized_end=723
+  _globals['_STRINGMAP_ENTRIESENTRY']._serialized_start=677
+  _globals['_STRINGMAP_ENTRIESENTRY']._serialized_end=723
+  _globals['_METADATAFILTER']._serialized_start=725
+  _globals['_METADATAFILTER']._serialized_end=795
+  _globals['_FUSION']._serialized_start=797
+  _globals['_FUSION']._serialized_end=909
+  _globals['_RERANK']._serialized_start=911
+  _globals['_RERANK']._serialized_end=994
+  _globals['_SCOREDCHUNK']._serialized_start=997
+  _globals['_SCOREDCHUNK']._serialized_end=1139
+  _globals['_USAGE']._serialized_start=1141
+  _globals['_USAGE']._serialized_end=1198
 # @@protoc_insertion_point(module_scope)

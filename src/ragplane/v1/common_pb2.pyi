@@ -75,7 +75,14 @@ class Timing(_message.Message):
     def __init__(self, queue_ms: _Optional[float] = ..., compute_ms: _Optional[float] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("id", "doc_id", "title", "source", "section", "position", "content_hash", "text", "doc_hash", "tags")
+    __slots__ = ("id", "doc_id", "title", "source", "section", "position", "content_hash", "text", "doc_hash", "tags", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
@@ -86,6 +93,7 @@ class Chunk(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     DOC_HASH_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     id: str
     doc_id: str
     title: str
@@ -96,7 +104,37 @@ class Chunk(_message.Message):
     text: str
     doc_hash: str
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., position: _Optional[int] = ..., content_hash: _Optional[str] = ..., text: _Optional[str] = ..., doc_hash: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., section: _Optional[str] = ..., position: _Optional[int] = ..., content_hash: _Optional[str] = ..., text: _Optional[str] = ..., doc_hash: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class DocumentPatch(_message.Message):
+    __slots__ = ("tags", "metadata", "title")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    tags: StringList
+    metadata: StringMap
+    title: str
+    def __init__(self, tags: _Optional[_Union[StringList, _Mapping]] = ..., metadata: _Optional[_Union[StringMap, _Mapping]] = ..., title: _Optional[str] = ...) -> None: ...
+
+class StringList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StringMap(_message.Message):
+    __slots__ = ("entries",)
+    class EntriesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.ScalarMap[str, str]
+    def __init__(self, entries: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MetadataFilter(_message.Message):
     __slots__ = ("doc_ids", "source_prefix", "tags")

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from ragplane.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -31,20 +34,29 @@ ABSTAIN_REASON_LOW_RELEVANCE: AbstainReason
 ABSTAIN_REASON_UNKNOWN_NAMES: AbstainReason
 
 class Document(_message.Message):
-    __slots__ = ("doc_id", "source", "title", "media_type", "content", "tags")
+    __slots__ = ("doc_id", "source", "title", "media_type", "content", "tags", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
     TAGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     doc_id: str
     source: str
     title: str
     media_type: str
     content: bytes
     tags: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, doc_id: _Optional[str] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, doc_id: _Optional[str] = ..., source: _Optional[str] = ..., title: _Optional[str] = ..., media_type: _Optional[str] = ..., content: _Optional[bytes] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class IngestRequest(_message.Message):
     __slots__ = ("collection", "documents")
@@ -177,20 +189,26 @@ class StageTimings(_message.Message):
     def __init__(self, embed_ms: _Optional[float] = ..., retrieve_ms: _Optional[float] = ..., prompt_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., generate_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ...) -> None: ...
 
 class AskFinished(_message.Message):
-    __slots__ = ("finish_reason", "usage", "timings", "abstained", "abstain_reason", "unknown_names")
+    __slots__ = ("finish_reason", "usage", "timings", "abstained", "abstain_reason", "unknown_names", "cited_indexes", "invalid_citations", "stopped_repeating")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     ABSTAINED_FIELD_NUMBER: _ClassVar[int]
     ABSTAIN_REASON_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_NAMES_FIELD_NUMBER: _ClassVar[int]
+    CITED_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    INVALID_CITATIONS_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_REPEATING_FIELD_NUMBER: _ClassVar[int]
     finish_reason: _common_pb2.FinishReason
     usage: _common_pb2.Usage
     timings: StageTimings
     abstained: bool
     abstain_reason: AbstainReason
     unknown_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., abstained: _Optional[bool] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    cited_indexes: _containers.RepeatedScalarFieldContainer[int]
+    invalid_citations: _containers.RepeatedScalarFieldContainer[int]
+    stopped_repeating: bool
+    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., abstained: _Optional[bool] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ..., cited_indexes: _Optional[_Iterable[int]] = ..., invalid_citations: _Optional[_Iterable[int]] = ..., stopped_repeating: _Optional[bool] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("citations", "delta", "finished")
@@ -265,3 +283,146 @@ class GatewayServiceSearchResponse(_message.Message):
     unknown_names: _containers.RepeatedScalarFieldContainer[str]
     timings: SearchTimings
     def __init__(self, hits: _Optional[_Iterable[_Union[_common_pb2.ScoredChunk, _Mapping]]] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ..., timings: _Optional[_Union[SearchTimings, _Mapping]] = ...) -> None: ...
+
+class CollectionInfo(_message.Message):
+    __slots__ = ("name", "model", "description", "chunk_count", "document_count", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: _common_pb2.ModelIdentity
+    description: str
+    chunk_count: int
+    document_count: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., description: _Optional[str] = ..., chunk_count: _Optional[int] = ..., document_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceCreateCollectionRequest(_message.Message):
+    __slots__ = ("name", "description", "exist_ok")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    exist_ok: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+
+class GatewayServiceCreateCollectionResponse(_message.Message):
+    __slots__ = ("collection", "created")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    collection: CollectionInfo
+    created: bool
+    def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+
+class GatewayServiceListCollectionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GatewayServiceListCollectionsResponse(_message.Message):
+    __slots__ = ("collections",)
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    def __init__(self, collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
+
+class GatewayServiceDescribeCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceDescribeCollectionResponse(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: CollectionInfo
+    def __init__(self, collection: _Optional[_Union[CollectionInfo, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceDropCollectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceDropCollectionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DocumentInfo(_message.Message):
+    __slots__ = ("doc_id", "title", "source", "doc_hash", "chunk_count", "tags", "metadata", "index_time")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    DOC_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    INDEX_TIME_FIELD_NUMBER: _ClassVar[int]
+    doc_id: str
+    title: str
+    source: str
+    doc_hash: str
+    chunk_count: int
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    metadata: _containers.ScalarMap[str, str]
+    index_time: _timestamp_pb2.Timestamp
+    def __init__(self, doc_id: _Optional[str] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., doc_hash: _Optional[str] = ..., chunk_count: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., index_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceListDocumentsRequest(_message.Message):
+    __slots__ = ("collection", "page_size", "page_token")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceListDocumentsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentInfo]
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[DocumentInfo, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceGetDocumentRequest(_message.Message):
+    __slots__ = ("collection", "doc_id")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    doc_id: str
+    def __init__(self, collection: _Optional[str] = ..., doc_id: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceGetDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: DocumentInfo
+    def __init__(self, document: _Optional[_Union[DocumentInfo, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceUpdateDocumentRequest(_message.Message):
+    __slots__ = ("collection", "doc_id", "patch")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    doc_id: str
+    patch: _common_pb2.DocumentPatch
+    def __init__(self, collection: _Optional[str] = ..., doc_id: _Optional[str] = ..., patch: _Optional[_Union[_common_pb2.DocumentPatch, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceUpdateDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: DocumentInfo
+    def __init__(self, document: _Optional[_Union[DocumentInfo, _Mapping]] = ...) -> None: ...

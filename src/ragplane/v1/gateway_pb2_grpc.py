@@ -60,6 +60,41 @@ class GatewayServiceStub:
                 request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchRequest.SerializeToString,
                 response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchResponse.FromString,
                 _registered_method=True)
+        self.CreateCollection = channel.unary_unary(
+                '/ragplane.v1.GatewayService/CreateCollection',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateCollectionRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateCollectionResponse.FromString,
+                _registered_method=True)
+        self.ListCollections = channel.unary_unary(
+                '/ragplane.v1.GatewayService/ListCollections',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListCollectionsRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListCollectionsResponse.FromString,
+                _registered_method=True)
+        self.DescribeCollection = channel.unary_unary(
+                '/ragplane.v1.GatewayService/DescribeCollection',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDescribeCollectionRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDescribeCollectionResponse.FromString,
+                _registered_method=True)
+        self.DropCollection = channel.unary_unary(
+                '/ragplane.v1.GatewayService/DropCollection',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDropCollectionRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDropCollectionResponse.FromString,
+                _registered_method=True)
+        self.ListDocuments = channel.unary_unary(
+                '/ragplane.v1.GatewayService/ListDocuments',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListDocumentsRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetDocument = channel.unary_unary(
+                '/ragplane.v1.GatewayService/GetDocument',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetDocumentRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetDocumentResponse.FromString,
+                _registered_method=True)
+        self.UpdateDocument = channel.unary_unary(
+                '/ragplane.v1.GatewayService/UpdateDocument',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -74,7 +109,7 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDocument(self, request, context):
-        """Removes a document's chunks.
+        """Removes a document's chunks; NOT_FOUND if the collection has no such document.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +132,55 @@ class GatewayServiceServicer:
     def Search(self, request, context):
         """Retrieval only: the ranked chunks an Ask would draw on, with their text, relevance and
         citation metadata, and whether an Ask would abstain on them and why.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCollection(self, request, context):
+        """Creates a collection bound to the embedder's model, with a description.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCollections(self, request, context):
+        """The collections with their models, descriptions, sizes and times, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeCollection(self, request, context):
+        """One collection: model, description, chunk and document counts, create and update times.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DropCollection(self, request, context):
+        """Drops a collection and every document in it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDocuments(self, request, context):
+        """A collection's documents by doc_id, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocument(self, request, context):
+        """One document: hash, chunk count, tags, metadata, when indexed; NOT_FOUND if absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDocument(self, request, context):
+        """Changes a document's tags, metadata or title without re-embedding it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +213,41 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Search,
                     request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchRequest.FromString,
                     response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchResponse.SerializeToString,
+            ),
+            'CreateCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCollection,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateCollectionRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateCollectionResponse.SerializeToString,
+            ),
+            'ListCollections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCollections,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListCollectionsRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListCollectionsResponse.SerializeToString,
+            ),
+            'DescribeCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCollection,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDescribeCollectionRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDescribeCollectionResponse.SerializeToString,
+            ),
+            'DropCollection': grpc.unary_unary_rpc_method_handler(
+                    servicer.DropCollection,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDropCollectionRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDropCollectionResponse.SerializeToString,
+            ),
+            'ListDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDocuments,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListDocumentsRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListDocumentsResponse.SerializeToString,
+            ),
+            'GetDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocument,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetDocumentRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetDocumentResponse.SerializeToString,
+            ),
+            'UpdateDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDocument,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +386,195 @@ class GatewayService:
             '/ragplane.v1.GatewayService/Search',
             ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchRequest.SerializeToString,
             ragplane_dot_v1_dot_gateway__pb2.GatewayServiceSearchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/CreateCollection',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateCollectionRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCollections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/ListCollections',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListCollectionsRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListCollectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/DescribeCollection',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDescribeCollectionRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDescribeCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DropCollection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/DropCollection',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDropCollectionRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceDropCollectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/ListDocuments',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListDocumentsRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/GetDocument',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetDocumentRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/UpdateDocument',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ragplane.v1 import common_pb2 as ragplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragplane/v1/generator.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"\x1d\n\x1bGeneratorServiceInfoRequest\"\xc1\x01\n\x1cGeneratorServiceInfoResponse\x12)\n\x05model\x18\x07 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x15\n\rmax_model_len\x18\x04 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x18\n\x10running_requests\x18\x06 \x01(\rJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\x08model_idR\x08revisionR\x0eweights_sha256\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"4\n\x06Prompt\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ChatMessage\"{\n\x18\x43ountPromptTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.ragplane.v1.ChatMessage\x12$\n\x07prompts\x18\x03 \x03(\x0b\x32\x13.ragplane.v1.Prompt\"x\n\x19\x43ountPromptTokensResponse\x12\x14\n\x0ctoken_counts\x18\x01 \x03(\r\x12\x17\n\x0fmessages_tokens\x18\x02 \x01(\r\x12\x15\n\rmax_model_len\x18\x03 \x01(\r\x12\x15\n\rprompt_tokens\x18\x04 \x03(\r\"\x83\x01\n\x0fGenerateRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x0c\n\x04stop\x18\x05 \x03(\t\"\xac\x01\n\x10GenerateFinished\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.ragplane.v1.Usage\x12\x1e\n\x16time_to_first_token_ms\x18\x03 \x01(\x01\x12#\n\x06timing\x18\x04 \x01(\x0b\x32\x13.ragplane.v1.Timing\"_\n\x10GenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\x31\n\x08\x66inished\x18\x02 \x01(\x0b\x32\x1d.ragplane.v1.GenerateFinishedH\x00\x42\x07\n\x05\x65vent2\x9e\x02\n\x10GeneratorService\x12[\n\x04Info\x12(.ragplane.v1.GeneratorServiceInfoRequest\x1a).ragplane.v1.GeneratorServiceInfoResponse\x12\x62\n\x11\x43ountPromptTokens\x12%.ragplane.v1.CountPromptTokensRequest\x1a&.ragplane.v1.CountPromptTokensResponse\x12I\n\x08Generate\x12\x1c.ragplane.v1.GenerateRequest\x1a\x1d.ragplane.v1.GenerateResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragplane/v1/generator.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"\x1d\n\x1bGeneratorServiceInfoRequest\"\xda\x01\n\x1cGeneratorServiceInfoResponse\x12)\n\x05model\x18\x07 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x15\n\rmax_model_len\x18\x04 \x01(\r\x12\x0f\n\x07\x62\x61\x63kend\x18\x05 \x01(\t\x12\x18\n\x10running_requests\x18\x06 \x01(\r\x12\x17\n\x0fqueued_requests\x18\x08 \x01(\rJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\x08model_idR\x08revisionR\x0eweights_sha256\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"4\n\x06Prompt\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ChatMessage\"{\n\x18\x43ountPromptTokensRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.ragplane.v1.ChatMessage\x12$\n\x07prompts\x18\x03 \x03(\x0b\x32\x13.ragplane.v1.Prompt\"x\n\x19\x43ountPromptTokensResponse\x12\x14\n\x0ctoken_counts\x18\x01 \x03(\r\x12\x17\n\x0fmessages_tokens\x18\x02 \x01(\r\x12\x15\n\rmax_model_len\x18\x03 \x01(\r\x12\x15\n\rprompt_tokens\x18\x04 \x03(\r\"\x83\x01\n\x0fGenerateRequest\x12*\n\x08messages\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ChatMessage\x12\x12\n\nmax_tokens\x18\x02 \x01(\r\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x0c\n\x04stop\x18\x05 \x03(\t\"\xc7\x01\n\x10GenerateFinished\x12\x30\n\rfinish_reason\x18\x01 \x01(\x0e\x32\x19.ragplane.v1.FinishReason\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.ragplane.v1.Usage\x12\x1e\n\x16time_to_first_token_ms\x18\x03 \x01(\x01\x12#\n\x06timing\x18\x04 \x01(\x0b\x32\x13.ragplane.v1.Timing\x12\x19\n\x11stopped_repeating\x18\x05 \x01(\x08\"_\n\x10GenerateResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\x31\n\x08\x66inished\x18\x02 \x01(\x0b\x32\x1d.ragplane.v1.GenerateFinishedH\x00\x42\x07\n\x05\x65vent2\x9e\x02\n\x10GeneratorService\x12[\n\x04Info\x12(.ragplane.v1.GeneratorServiceInfoRequest\x1a).ragplane.v1.GeneratorServiceInfoResponse\x12\x62\n\x11\x43ountPromptTokens\x12%.ragplane.v1.CountPromptTokensRequest\x1a&.ragplane.v1.CountPromptTokensResponse\x12I\n\x08Generate\x12\x1c.ragplane.v1.GenerateRequest\x1a\x1d.ragplane.v1.GenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATORSERVICEINFOREQUEST']._serialized_start=70
   _globals['_GENERATORSERVICEINFOREQUEST']._serialized_end=99
   _globals['_GENERATORSERVICEINFORESPONSE']._serialized_start=102
-  _globals['_GENERATORSERVICEINFORESPONSE']._serialized_end=295
-  _globals['_CHATMESSAGE']._serialized_start=297
-  _globals['_CHATMESSAGE']._serialized_end=341
-  _globals['_PROMPT']._serialized_start=343
-  _globals['_PROMPT']._serialized_end=395
-  _globals['_COUNTPROMPTTOKENSREQUEST']._serialized_start=397
-  _globals['_COUNTPROMPTTOKENSREQUEST']._serialized_end=520
-  _globals['_COUNTPROMPTTOKENSRESPONSE']._serialized_start=522
-  _globals['_COUNTPROMPTTOKENSRESPONSE']._serialized_end=642
-  _globals['_GENERATEREQUEST']._serialized_start=645
-  _globals['_GENERATEREQUEST']._serialized_end=776
-  _globals['_GENERATEFINISHED']._serialized_start=779
-  _globals['_GENERATEFINISHED']._serialized_end=951
-  _globals['_GENERATERESPONSE']._serialized_start=953
-  _globals['_GENERATERESPONSE']._serialized_end=1048
-  _globals['_GENERATORSERVICE']._serialized_start=1051
-  _globals['_GENERATORSERVICE']._serialized_end=1337
+  _globals['_GENERATORSERVICEINFORESPONSE']._serialized_end=320
+  _globals['_CHATMESSAGE']._serialized_start=322
+  _globals['_CHATMESSAGE']._serialized_end=366
+  _globals['_PROMPT']._serialized_start=368
+  _globals['_PROMPT']._serialized_end=420
+  _globals['_COUNTPROMPTTOKENSREQUEST']._serialized_start=422
+  _globals['_COUNTPROMPTTOKENSREQUEST']._serialized_end=545
+  _globals['_COUNTPROMPTTOKENSRESPONSE']._serialized_start=547
+  _globals['_COUNTPROMPTTOKENSRESPONSE']._serialized_end=667
+  _globals['_GENERATEREQUEST']._serialized_start=670
+  _globals['_GENERATEREQUEST']._serialized_end=801
+  _globals['_GENERATEFINISHED']._serialized_start=804
+  _globals['_GENERATEFINISHED']._serialized_end=1003
+  _globals['_GENERATERESPONSE']._serialized_start=1005
+  _globals['_GENERATERESPONSE']._serialized_end=1100
+  _globals['_GENERATORSERVICE']._serialized_start=1103
+  _globals['_GENERATORSERVICE']._serialized_end=1389
 # @@protoc_insertion_point(module_scope)

@@ -12,16 +12,18 @@ class GeneratorServiceInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GeneratorServiceInfoResponse(_message.Message):
-    __slots__ = ("model", "max_model_len", "backend", "running_requests")
+    __slots__ = ("model", "max_model_len", "backend", "running_requests", "queued_requests")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_LEN_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     RUNNING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelIdentity
     max_model_len: int
     backend: str
     running_requests: int
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., max_model_len: _Optional[int] = ..., backend: _Optional[str] = ..., running_requests: _Optional[int] = ...) -> None: ...
+    queued_requests: int
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., max_model_len: _Optional[int] = ..., backend: _Optional[str] = ..., running_requests: _Optional[int] = ..., queued_requests: _Optional[int] = ...) -> None: ...
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -74,16 +76,18 @@ class GenerateRequest(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateFinished(_message.Message):
-    __slots__ = ("finish_reason", "usage", "time_to_first_token_ms", "timing")
+    __slots__ = ("finish_reason", "usage", "time_to_first_token_ms", "timing", "stopped_repeating")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     TIMING_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_REPEATING_FIELD_NUMBER: _ClassVar[int]
     finish_reason: _common_pb2.FinishReason
     usage: _common_pb2.Usage
     time_to_first_token_ms: float
     timing: _common_pb2.Timing
-    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., time_to_first_token_ms: _Optional[float] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ...) -> None: ...
+    stopped_repeating: bool
+    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., time_to_first_token_ms: _Optional[float] = ..., timing: _Optional[_Union[_common_pb2.Timing, _Mapping]] = ..., stopped_repeating: _Optional[bool] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("delta", "finished")

@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from ragplane.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -8,24 +11,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Collection(_message.Message):
-    __slots__ = ("name", "model", "chunk_count")
+    __slots__ = ("name", "model", "chunk_count", "description", "document_count", "create_time", "update_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: _common_pb2.ModelIdentity
     chunk_count: int
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., chunk_count: _Optional[int] = ...) -> None: ...
+    description: str
+    document_count: int
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., chunk_count: _Optional[int] = ..., description: _Optional[str] = ..., document_count: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateCollectionRequest(_message.Message):
-    __slots__ = ("name", "model", "exist_ok")
+    __slots__ = ("name", "model", "exist_ok", "description")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EXIST_OK_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model: _common_pb2.ModelIdentity
     exist_ok: bool
-    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., exist_ok: _Optional[bool] = ...) -> None: ...
+    description: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., exist_ok: _Optional[bool] = ..., description: _Optional[str] = ...) -> None: ...
 
 class CreateCollectionResponse(_message.Message):
     __slots__ = ("collection", "created")
@@ -68,32 +81,67 @@ class ListCollectionsResponse(_message.Message):
     def __init__(self, collections: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ...) -> None: ...
 
 class ListDocumentsRequest(_message.Message):
-    __slots__ = ("collection", "doc_ids")
+    __slots__ = ("collection", "doc_ids", "page_size", "page_token")
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     DOC_IDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     collection: str
     doc_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, collection: _Optional[str] = ..., doc_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, collection: _Optional[str] = ..., doc_ids: _Optional[_Iterable[str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class StoredDocument(_message.Message):
-    __slots__ = ("doc_id", "doc_hash", "chunk_count", "title", "source")
+    __slots__ = ("doc_id", "doc_hash", "chunk_count", "title", "source", "tags", "metadata", "index_time")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     DOC_ID_FIELD_NUMBER: _ClassVar[int]
     DOC_HASH_FIELD_NUMBER: _ClassVar[int]
     CHUNK_COUNT_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    INDEX_TIME_FIELD_NUMBER: _ClassVar[int]
     doc_id: str
     doc_hash: str
     chunk_count: int
     title: str
     source: str
-    def __init__(self, doc_id: _Optional[str] = ..., doc_hash: _Optional[str] = ..., chunk_count: _Optional[int] = ..., title: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    metadata: _containers.ScalarMap[str, str]
+    index_time: _timestamp_pb2.Timestamp
+    def __init__(self, doc_id: _Optional[str] = ..., doc_hash: _Optional[str] = ..., chunk_count: _Optional[int] = ..., title: _Optional[str] = ..., source: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., index_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListDocumentsResponse(_message.Message):
-    __slots__ = ("documents",)
+    __slots__ = ("documents", "next_page_token")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     documents: _containers.RepeatedCompositeFieldContainer[StoredDocument]
-    def __init__(self, documents: _Optional[_Iterable[_Union[StoredDocument, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, documents: _Optional[_Iterable[_Union[StoredDocument, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateDocumentRequest(_message.Message):
+    __slots__ = ("collection", "doc_id", "patch")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOC_ID_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    doc_id: str
+    patch: _common_pb2.DocumentPatch
+    def __init__(self, collection: _Optional[str] = ..., doc_id: _Optional[str] = ..., patch: _Optional[_Union[_common_pb2.DocumentPatch, _Mapping]] = ...) -> None: ...
+
+class UpdateDocumentResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: StoredDocument
+    def __init__(self, document: _Optional[_Union[StoredDocument, _Mapping]] = ...) -> None: ...
 
 class IndexedChunk(_message.Message):
     __slots__ = ("chunk", "vector")

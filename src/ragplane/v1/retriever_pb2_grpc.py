@@ -60,6 +60,11 @@ class RetrieverServiceStub:
                 request_serializer=ragplane_dot_v1_dot_retriever__pb2.ListDocumentsRequest.SerializeToString,
                 response_deserializer=ragplane_dot_v1_dot_retriever__pb2.ListDocumentsResponse.FromString,
                 _registered_method=True)
+        self.UpdateDocument = channel.unary_unary(
+                '/ragplane.v1.RetrieverService/UpdateDocument',
+                request_serializer=ragplane_dot_v1_dot_retriever__pb2.UpdateDocumentRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_retriever__pb2.UpdateDocumentResponse.FromString,
+                _registered_method=True)
         self.Upsert = channel.unary_unary(
                 '/ragplane.v1.RetrieverService/Upsert',
                 request_serializer=ragplane_dot_v1_dot_retriever__pb2.UpsertRequest.SerializeToString,
@@ -110,7 +115,15 @@ class RetrieverServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListDocuments(self, request, context):
-        """Lists stored documents (all, or the ones named) with their content hashes.
+        """Lists stored documents (all, or the ones named) with their content hashes, by doc_id,
+        a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDocument(self, request, context):
+        """Changes a document's tags, metadata or title in place: its chunks keep their vectors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +177,11 @@ def add_RetrieverServiceServicer_to_server(servicer, server):
                     servicer.ListDocuments,
                     request_deserializer=ragplane_dot_v1_dot_retriever__pb2.ListDocumentsRequest.FromString,
                     response_serializer=ragplane_dot_v1_dot_retriever__pb2.ListDocumentsResponse.SerializeToString,
+            ),
+            'UpdateDocument': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDocument,
+                    request_deserializer=ragplane_dot_v1_dot_retriever__pb2.UpdateDocumentRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_retriever__pb2.UpdateDocumentResponse.SerializeToString,
             ),
             'Upsert': grpc.unary_unary_rpc_method_handler(
                     servicer.Upsert,
@@ -317,6 +335,33 @@ class RetrieverService:
             '/ragplane.v1.RetrieverService/ListDocuments',
             ragplane_dot_v1_dot_retriever__pb2.ListDocumentsRequest.SerializeToString,
             ragplane_dot_v1_dot_retriever__pb2.ListDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.RetrieverService/UpdateDocument',
+            ragplane_dot_v1_dot_retriever__pb2.UpdateDocumentRequest.SerializeToString,
+            ragplane_dot_v1_dot_retriever__pb2.UpdateDocumentResponse.FromString,
             options,
             channel_credentials,
             insecure,

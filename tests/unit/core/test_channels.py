@@ -8,11 +8,13 @@ import asyncio
 from collections import Counter
 
 import grpc
+import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ragplane.channels import channel_options, client_channel_options
+from ragplane.channels import channel_options, client_channel_options, open_channel
 from ragplane.ops.processes import free_port
 from ragplane.server import server_options
+from ragplane.v1 import embedder_pb2, embedder_pb2_grpc
 
 SERVING, NOT_SERVING = (
     health_pb2.HealthCheckResponse.SERVING,
@@ -83,5 +85,42 @@ async def test_calls_go_on_across_connections_aged_out(monkeypatch):
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
                 assert reply.status == SERVING
                 await asyncio.sleep(0.1)
+    finally:
+        await server.stop(None)
+
+
+class Flaky(embedder_pb2_grpc.EmbedderServiceServicer):
+    """Fails the first `failures` calls with UNAVAILABLE, as a restarting replica does."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def Embed(self, request, context):  # noqa: N802
+        self.calls += 1
+        if self.calls <= self.failures:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return embedder_pb2.EmbedResponse()
+
+
+async def test_idempotent_calls_named_retried_are_sent_again_on_unavailable():
+    flaky = Flaky(failures=2)
+    server = grpc.aio.server()
+    embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(flaky, server)
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    try:
+        retried = ["ragplane.v1.EmbedderService/Embed"]
+        async with open_channel(f"127.0.0.1:{port}", retried=retried) as channel:
+            stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+            await stub.Embed(embedder_pb2.EmbedRequest(texts=["x"]), timeout=10)
+        assert flaky.calls == 3  # two failures, retried with backoff, then the answer
+        flaky.calls = 0
+        async with open_channel(f"127.0.0.1:{port}") as channel:
+            stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Embed(embedder_pb2.EmbedRequest(texts=["x"]), timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and flaky.calls == 1
     finally:
         await server.stop(None)

