@@ -63,7 +63,7 @@ def read_pdf(content: bytes, source: str) -> tuple[str, list[Block]]:
         lines = [
             line for number, page in enumerate(reader.pages, 1) for line in _lines(page, number)
         ]
-        meta_title = prose(str((reader.metadata or {}).get("/Title") or ""))
+        meta_title = prose(str(reader.metadata.get("/Title") or "") if reader.metadata else "")
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise _broken("PDF", source, exc) from None
     if not lines:

@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 from ragplane.errors import ConfigError
-from ragplane.models import GENERATORS, SMOLLM2_MODEL, ModelPin, catalogue_model
+from ragplane.models import GENERATORS, QWEN_05B, ModelPin, catalogue_model
 
 MODEL_VARIABLE = "RAGPLANE_GENERATOR_MODEL"
 MODEL_PATH_VARIABLE = "RAGPLANE_GENERATOR_MODEL_PATH"
 # The catalogue model `ragplane up`, `make demo` and the chart run unless told otherwise:
 # chosen by the measurements in docs/models.md.
-DEFAULT_MODEL = SMOLLM2_MODEL.name
+DEFAULT_MODEL = QWEN_05B.name
 MODEL_NAMES = tuple(GENERATORS)
 # The KV cache is sized to hold this many sequences of the full context length.
 KV_CACHE_SEQUENCES = 8

@@ -55,7 +55,7 @@ class CollectionServing:
         )
         return collection_object(created, created=is_new)
 
-    async def list(self, budget: float | None) -> p.CollectionList:
+    async def list_collections(self, budget: float | None) -> p.CollectionList:
         found = await self._collections.list_collections(budget)
         return p.CollectionList(data=[collection_object(c) for c in found])
 

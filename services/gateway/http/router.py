@@ -120,7 +120,7 @@ async def create_collection(
 @router.get("/collections", response_model=p.CollectionList)
 async def list_collections(serving: CollectionsServing, budget: Budget) -> p.CollectionList:
     """Every collection, by name, with its model and chunk count."""
-    return await serving.list(budget)
+    return await serving.list_collections(budget)
 
 
 @router.get("/collections/{name}", response_model=p.CollectionObject)
