@@ -47,9 +47,22 @@ FUZZ_SETTINGS = settings(
 # The gateway's public RPCs, and the collection-naming fields pinned to fuzz* where the
 # call writes.
 GATEWAY = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"]
-WRITES = {"Ingest", "DeleteDocument"}
+WRITES = {
+    "Ingest",
+    "DeleteDocument",
+    "CreateCollection",
+    "DropCollection",
+    "UpdateDocument",
+}
 # Raw bytes that happen to parse could write outside fuzz*: these get hypothesis only.
-WRITING_RPCS = {"CreateCollection", "DropCollection", "DeleteDocument", "Upsert", "Ingest"}
+WRITING_RPCS = {
+    "CreateCollection",
+    "DropCollection",
+    "DeleteDocument",
+    "UpdateDocument",
+    "Upsert",
+    "Ingest",
+}
 ALL_SERVICES = [
     gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"],
     embedder_pb2.DESCRIPTOR.services_by_name["EmbedderService"],
@@ -116,8 +129,10 @@ def fields_of(descriptor, depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
 
 def build(cls: type[Message], kwargs: dict[str, Any], write: bool) -> Message:
     message = cls(**kwargs)
-    if write and hasattr(message, "collection"):
-        message.collection = FUZZ  # writes stay in the fuzz collection
+    if write:  # writes stay in the fuzz collection
+        for name in ("collection", "name"):
+            if name in message.DESCRIPTOR.fields_by_name:
+                setattr(message, name, FUZZ)
     return message
 
 
