@@ -122,7 +122,7 @@ def fields_of(descriptor, depth: int = 0) -> st.SearchStrategy[dict[str, Any]]:
             value = fields_of(field.message_type, depth + 1)
         else:
             value = scalar(field)
-        repeated = field.label == FieldDescriptor.LABEL_REPEATED
+        repeated = field.is_repeated
         optional[field.name] = st.lists(value, max_size=3) if repeated else value
     return st.fixed_dictionaries({}, optional=optional)
 
