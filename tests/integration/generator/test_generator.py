@@ -73,6 +73,9 @@ def generator_env(state: Path, grpc_port: int, metrics_port: int, **extra: str) 
         "RAGPLANE_STATE_DIR": str(state),
         "RAGPLANE_GENERATOR_ADDR": f"127.0.0.1:{grpc_port}",
         "RAGPLANE_GENERATOR_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        # These tests compare against SmolLM2 converted here (converted_smollm2), not the
+        # catalogue's default model.
+        "RAGPLANE_GENERATOR_MODEL": "smollm2-135m",
         **extra,
     }
 
