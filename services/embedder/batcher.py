@@ -1,11 +1,12 @@
-"""Dynamic batching: concurrent Embed calls share one model forward pass."""
+"""Dynamic batching: concurrent Embed calls share one model forward pass, a batch capped
+in texts and in tokens (text-embeddings-inference's `max_batch_tokens`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from ragplane.errors import ResourceExhausted
 @dataclass
 class _Pending:
     texts: list[str]
+    tokens: int
     future: asyncio.Future[tuple[np.ndarray, float, float]]
     enqueued_at: float = field(default_factory=time.perf_counter)
 
@@ -25,8 +27,12 @@ class _Pending:
 class DynamicBatcher:
     """Collects requests for up to `max_wait_s`, runs them as one batch in `executor`.
 
-    The queue is bounded in texts; a request that would overflow it is refused with
-    RESOURCE_EXHAUSTED so callers back off instead of piling up latency.
+    A batch holds at most `max_batch_size` texts and `max_batch_tokens` tokens (0: no
+    token cap), so a query's one text waits behind a bounded amount of model work however
+    long the indexing texts queued before it are; a request larger than either cap runs
+    as a batch of its own. The queue is bounded in texts; a request that would overflow
+    it is refused with RESOURCE_EXHAUSTED so callers back off instead of piling up
+    latency.
     """
 
     def __init__(
@@ -37,10 +43,12 @@ class DynamicBatcher:
         max_batch_size: int,
         max_wait_s: float,
         max_queue_texts: int,
+        max_batch_tokens: int = 0,
     ) -> None:
         self._encode_batch = encode_batch
         self._executor = executor
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self._max_wait_s = max_wait_s
         self._max_queue_texts = max_queue_texts
         metrics.QUEUE_LIMIT.set(max_queue_texts)
@@ -49,8 +57,9 @@ class DynamicBatcher:
         # A request taken from the queue that did not fit the last batch leads the next.
         self._carry: _Pending | None = None
         self._worker: asyncio.Task[None] | None = None
-        # Texts per formed batch, for benchmarks and metrics.
+        # Texts and tokens per formed batch, for benchmarks and tests.
         self.batch_sizes: Counter[int] = Counter()
+        self.batch_tokens: Counter[int] = Counter()
 
     @property
     def queued_texts(self) -> int:
@@ -64,15 +73,18 @@ class DynamicBatcher:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
 
-    async def embed(self, texts: list[str]) -> tuple[np.ndarray, float, float]:
-        """Vectors for texts, with seconds spent queued and computing."""
+    async def embed(
+        self, texts: list[str], tokens: Sequence[int] = ()
+    ) -> tuple[np.ndarray, float, float]:
+        """Vectors for texts, with seconds spent queued and computing; `tokens`, each
+        text's token count, counts against the batch's token cap."""
         if self._queued_texts + len(texts) > self._max_queue_texts:
             metrics.REJECTED.inc()
             raise ResourceExhausted(
                 f"embedder queue is full ({self._queued_texts} texts waiting, limit "
                 f"{self._max_queue_texts}); retry with backoff"
             )
-        pending = _Pending(texts, asyncio.get_running_loop().create_future())
+        pending = _Pending(texts, sum(tokens), asyncio.get_running_loop().create_future())
         self._queued_texts += len(texts)
         metrics.QUEUE_DEPTH.set(self._queued_texts)
         self._queue.put_nowait(pending)
@@ -88,8 +100,11 @@ class DynamicBatcher:
             if not live:
                 continue
             texts = [t for p in live for t in p.texts]
+            tokens = sum(p.tokens for p in live)
             self.batch_sizes[len(texts)] += 1
+            self.batch_tokens[tokens] += 1
             metrics.BATCH_SIZE.observe(len(texts))
+            metrics.BATCH_TOKENS.observe(tokens)
             started = time.perf_counter()
             for p in live:
                 metrics.QUEUE_WAIT.observe(started - p.enqueued_at)
@@ -114,9 +129,9 @@ class DynamicBatcher:
         """One batch: the first waiting request plus whatever fits before the wait ends."""
         first = self._carry or await self._queue.get()
         self._carry = None
-        batch, size = [first], len(first.texts)
+        batch, size, tokens = [first], len(first.texts), first.tokens
         deadline = time.perf_counter() + self._max_wait_s
-        while size < self.max_batch_size:
+        while size < self.max_batch_size and not self._over_tokens(tokens, 1):
             remaining = deadline - time.perf_counter()
             if remaining <= 0 and self._queue.empty():
                 break
@@ -128,9 +143,14 @@ class DynamicBatcher:
                 )
             except (TimeoutError, asyncio.QueueEmpty):
                 break
-            if size + len(nxt.texts) > self.max_batch_size:
+            if size + len(nxt.texts) > self.max_batch_size or self._over_tokens(tokens, nxt.tokens):
                 self._carry = nxt
                 break
             batch.append(nxt)
             size += len(nxt.texts)
+            tokens += nxt.tokens
         return batch
+
+    def _over_tokens(self, tokens: int, more: int) -> bool:
+        """Whether `more` tokens would take a batch of `tokens` past the token cap."""
+        return bool(self.max_batch_tokens) and tokens + more > self.max_batch_tokens

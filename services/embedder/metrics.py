@@ -11,6 +11,11 @@ BATCH_SIZE = Histogram(
     "Texts per model forward pass formed by the dynamic batcher.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
+BATCH_TOKENS = Histogram(
+    "ragplane_embedder_batch_tokens",
+    "Tokens per batch formed by the dynamic batcher (capped by max_batch_tokens).",
+    buckets=(16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+)
 BATCH_DURATION = Histogram(
     "ragplane_embedder_batch_duration_seconds",
     "Model time of one batch.",

@@ -32,6 +32,10 @@ class EmbedderSettings:
     # length, in forward passes of forward_batch_size texts (little padding per pass);
     # 0 picks by device (see model.forward_batch_size_for).
     max_batch_size: int
+    # Tokens per dynamic batch (special tokens included), as text-embeddings-inference's
+    # max_batch_tokens: a query's text waits behind at most this much model work; 0, no
+    # cap. A request larger than the cap runs as a batch of its own.
+    max_batch_tokens: int
     forward_batch_size: int
     max_wait_ms: int
     max_queue_texts: int
@@ -52,6 +56,8 @@ class EmbedderSettings:
             ),
             device=env_str("RAGPLANE_EMBEDDER_DEVICE", "auto"),
             max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 256, minimum=1),
+            # text-embeddings-inference's default.
+            max_batch_tokens=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_TOKENS", 16384, minimum=0),
             forward_batch_size=env_int("RAGPLANE_EMBEDDER_FORWARD_BATCH_SIZE", 0, minimum=0),
             max_wait_ms=env_int("RAGPLANE_EMBEDDER_MAX_WAIT_MS", 5, minimum=0),
             max_queue_texts=env_int("RAGPLANE_EMBEDDER_MAX_QUEUE_TEXTS", 8192, minimum=1),
@@ -74,6 +80,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_wait_ms / 1000,
             max_queue_texts=settings.max_queue_texts,
+            max_batch_tokens=settings.max_batch_tokens,
         )
 
     async def Info(self, request, context):  # noqa: N802 - gRPC method name
@@ -83,6 +90,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
             max_sequence_length=self._model.max_sequence_length,
             device=self._model.device,
             max_batch_size=self._settings.max_batch_size,
+            max_batch_tokens=self._settings.max_batch_tokens,
         )
 
     async def Embed(self, request, context):  # noqa: N802
@@ -99,7 +107,7 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
                     f"{limit} (split it, e.g. with the gateway's chunker)"
                 )
         with tracer.start_as_current_span("embed batch") as span:
-            vectors, queue_s, compute_s = await self.batcher.embed(texts)
+            vectors, queue_s, compute_s = await self.batcher.embed(texts, counts)
             span.set_attributes(
                 {
                     "ragplane.texts": len(texts),

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ragplane.v1 import common_pb2 as ragplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aragplane/v1/embedder.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"\x1c\n\x1a\x45mbedderServiceInfoRequest\"\x8d\x01\n\x1b\x45mbedderServiceInfoResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x1b\n\x13max_sequence_length\x18\x02 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\r\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8b\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.ragplane.v1.Embedding\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12#\n\x06timing\x18\x03 \x01(\x0b\x32\x13.ragplane.v1.Timing\" \n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"E\n\x10TokenizeResponse\x12\x14\n\x0ctoken_counts\x18\x01 \x03(\r\x12\x1b\n\x13max_sequence_length\x18\x02 \x01(\r2\xf5\x01\n\x0f\x45mbedderService\x12Y\n\x04Info\x12\'.ragplane.v1.EmbedderServiceInfoRequest\x1a(.ragplane.v1.EmbedderServiceInfoResponse\x12>\n\x05\x45mbed\x12\x19.ragplane.v1.EmbedRequest\x1a\x1a.ragplane.v1.EmbedResponse\x12G\n\x08Tokenize\x12\x1c.ragplane.v1.TokenizeRequest\x1a\x1d.ragplane.v1.TokenizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aragplane/v1/embedder.proto\x12\x0bragplane.v1\x1a\x18ragplane/v1/common.proto\"\x1c\n\x1a\x45mbedderServiceInfoRequest\"\xa7\x01\n\x1b\x45mbedderServiceInfoResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x1b\n\x13max_sequence_length\x18\x02 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x03 \x01(\t\x12\x16\n\x0emax_batch_size\x18\x04 \x01(\r\x12\x18\n\x10max_batch_tokens\x18\x05 \x01(\r\"\x1d\n\x0c\x45mbedRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\x8b\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.ragplane.v1.Embedding\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12#\n\x06timing\x18\x03 \x01(\x0b\x32\x13.ragplane.v1.Timing\" \n\x0fTokenizeRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"E\n\x10TokenizeResponse\x12\x14\n\x0ctoken_counts\x18\x01 \x03(\r\x12\x1b\n\x13max_sequence_length\x18\x02 \x01(\r2\xf5\x01\n\x0f\x45mbedderService\x12Y\n\x04Info\x12\'.ragplane.v1.EmbedderServiceInfoRequest\x1a(.ragplane.v1.EmbedderServiceInfoResponse\x12>\n\x05\x45mbed\x12\x19.ragplane.v1.EmbedRequest\x1a\x1a.ragplane.v1.EmbedResponse\x12G\n\x08Tokenize\x12\x1c.ragplane.v1.TokenizeRequest\x1a\x1d.ragplane.v1.TokenizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDDERSERVICEINFOREQUEST']._serialized_start=69
   _globals['_EMBEDDERSERVICEINFOREQUEST']._serialized_end=97
   _globals['_EMBEDDERSERVICEINFORESPONSE']._serialized_start=100
-  _globals['_EMBEDDERSERVICEINFORESPONSE']._serialized_end=241
-  _globals['_EMBEDREQUEST']._serialized_start=243
-  _globals['_EMBEDREQUEST']._serialized_end=272
-  _globals['_EMBEDDING']._serialized_start=274
-  _globals['_EMBEDDING']._serialized_end=301
-  _globals['_EMBEDRESPONSE']._serialized_start=304
-  _globals['_EMBEDRESPONSE']._serialized_end=443
-  _globals['_TOKENIZEREQUEST']._serialized_start=445
-  _globals['_TOKENIZEREQUEST']._serialized_end=477
-  _globals['_TOKENIZERESPONSE']._serialized_start=479
-  _globals['_TOKENIZERESPONSE']._serialized_end=548
-  _globals['_EMBEDDERSERVICE']._serialized_start=551
-  _globals['_EMBEDDERSERVICE']._serialized_end=796
+  _globals['_EMBEDDERSERVICEINFORESPONSE']._serialized_end=267
+  _globals['_EMBEDREQUEST']._serialized_start=269
+  _globals['_EMBEDREQUEST']._serialized_end=298
+  _globals['_EMBEDDING']._serialized_start=300
+  _globals['_EMBEDDING']._serialized_end=327
+  _globals['_EMBEDRESPONSE']._serialized_start=330
+  _globals['_EMBEDRESPONSE']._serialized_end=469
+  _globals['_TOKENIZEREQUEST']._serialized_start=471
+  _globals['_TOKENIZEREQUEST']._serialized_end=503
+  _globals['_TOKENIZERESPONSE']._serialized_start=505
+  _globals['_TOKENIZERESPONSE']._serialized_end=574
+  _globals['_EMBEDDERSERVICE']._serialized_start=577
+  _globals['_EMBEDDERSERVICE']._serialized_end=822
 # @@protoc_insertion_point(module_scope)

@@ -12,16 +12,18 @@ class EmbedderServiceInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class EmbedderServiceInfoResponse(_message.Message):
-    __slots__ = ("model", "max_sequence_length", "device", "max_batch_size")
+    __slots__ = ("model", "max_sequence_length", "device", "max_batch_size", "max_batch_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_SEQUENCE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelIdentity
     max_sequence_length: int
     device: str
     max_batch_size: int
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., max_sequence_length: _Optional[int] = ..., device: _Optional[str] = ..., max_batch_size: _Optional[int] = ...) -> None: ...
+    max_batch_tokens: int
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelIdentity, _Mapping]] = ..., max_sequence_length: _Optional[int] = ..., device: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_batch_tokens: _Optional[int] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("texts",)

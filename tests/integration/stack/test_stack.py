@@ -313,6 +313,12 @@ async def test_embedder_refuses_text_longer_than_the_model_takes(channels):
     assert "at most 256" in err.value.details()
 
 
+async def test_embedder_info_reports_its_batch_caps(channels):
+    embedder = embedder_pb2_grpc.EmbedderServiceStub(channels["embedder"])
+    info = await embedder.Info(embedder_pb2.EmbedderServiceInfoRequest(), timeout=T)
+    assert (info.max_batch_size, info.max_batch_tokens) == (256, 16384)  # the defaults
+
+
 async def test_concurrent_embedding_and_token_counting_do_not_interfere(channels):
     """Embed batches and Tokenize calls run on different threads of one embedder. (The race
     this guards against, shared tokenizer state, shows under load only by chance.)"""

@@ -71,3 +71,27 @@ async def test_encode_errors_reach_every_caller_of_the_batch():
         assert b.queued_texts == 0
     finally:
         await b.stop()
+
+
+async def test_batches_are_capped_in_tokens_and_a_large_request_runs_alone():
+    b = DynamicBatcher(
+        slow_encode,
+        ThreadPoolExecutor(1),
+        max_batch_size=64,
+        max_wait_s=0.05,
+        max_queue_texts=1000,
+        max_batch_tokens=100,
+    )
+    b.start()
+    try:
+        requests = [(["x"] * 4, [10] * 4) for _ in range(6)]  # 40 tokens each
+        large = (["y"] * 3, [80, 80, 80])  # 240 tokens: over the cap on its own
+        results = await asyncio.gather(
+            *(b.embed(texts, tokens) for texts, tokens in [*requests, large])
+        )
+        assert [len(vectors) for vectors, _, _ in results] == [4] * 6 + [3]
+        assert max(t for t in b.batch_tokens if t != 240) <= 100
+        assert b.batch_tokens[240] == 1  # the large request, whole and alone
+        assert sum(t * n for t, n in b.batch_tokens.items()) == 6 * 40 + 240
+    finally:
+        await b.stop()
