@@ -36,6 +36,7 @@ import psutil
 
 from bench.harness import ROOT, commit, percentile
 from ragplane.channels import client_channel_options
+from ragplane.client import api_key_for, api_key_interceptors
 from ragplane.ops import stack
 from ragplane.v1 import gateway_pb2, gateway_pb2_grpc
 
@@ -128,10 +129,18 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def open_channels(target: str, count: int = CONNECTIONS) -> list[grpc.aio.Channel]:
-    """`count` channels with a connection each (no shared subchannel pool)."""
+def open_channels(
+    target: str, count: int = CONNECTIONS, api_key: str | None = None
+) -> list[grpc.aio.Channel]:
+    """`count` channels with a connection each (no shared subchannel pool), each call
+    carrying the API key (api_key_for: this one, $RAGPLANE_API_KEY or the local stack's)."""
     options = [*client_channel_options(), ("grpc.use_local_subchannel_pool", 1)]
-    return [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
+    key = api_key_for(api_key)
+    interceptors = api_key_interceptors(key) if key else None
+    return [
+        grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+        for _ in range(count)
+    ]
 
 
 async def ask_once(

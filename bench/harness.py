@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from ragplane.channels import open_channel
+from ragplane.client import api_key_interceptors
 from ragplane.ops import stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +53,9 @@ class Bench:
 
     def channel(self, name: str) -> grpc.aio.Channel:
         if name not in self.channels:
-            self.channels[name] = open_channel(self.layout.address(name))
+            key = self.layout.api_key() if name == "gateway" else None
+            interceptors = api_key_interceptors(key) if key else []
+            self.channels[name] = open_channel(self.layout.address(name), interceptors=interceptors)
         return self.channels[name]
 
     async def close(self) -> None:

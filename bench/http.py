@@ -24,7 +24,8 @@ QUESTION = "How do I roll back a bad deploy of ledger-api?"
 async def run(bench: Bench) -> dict[str, Any]:
     stub = gateway_pb2_grpc.GatewayServiceStub(bench.channel("gateway"))
     base_url = f"http://{bench.layout.http_address()}/v1"
-    async with httpx.AsyncClient(base_url=base_url, timeout=600) as client:
+    headers = {"authorization": f"Bearer {bench.layout.api_key()}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, headers=headers) as client:
 
         async def grpc_search() -> float:
             started = time.perf_counter()

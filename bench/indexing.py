@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import CORPUS, Bench, Stopwatch, spread
+from ragplane.gateway.tenancy import stored_name
+from ragplane.keys import LOCAL_TENANT
 from ragplane.v1 import (
     common_pb2,
     embedder_pb2,
@@ -119,7 +121,8 @@ async def run(bench: Bench) -> dict[str, Any]:
     full = growth[f"{int(fractions[-1] * 100)}%"]
 
     # The naive loop gets the very chunks the gateway made (chunking is not what it measures).
-    listed_collection = collection
+    # The gateway stores the local tenant's collection under its namespaced name.
+    listed_collection = stored_name(LOCAL_TENANT, collection)
     embedded = await embedder.Embed(embedder_pb2.EmbedRequest(texts=["x"]), timeout=60)
     naive_collection = f"bench_naive_{tag}"
     await retriever.CreateCollection(

@@ -133,6 +133,15 @@ def render(r: dict[str, Any]) -> str:
             + " | >= 10x "
             f"| {'yes' if ix['ratio'] >= 10 else 'no'} |" + at(ix)
         )
+    jb = r.get("jobs")
+    if jb:
+        for case, label in (("fresh", "from nothing"), ("unchanged", "all unchanged")):
+            c = jb[case]
+            lines.append(
+                f"| ingestion job vs direct Ingest, {jb['documents']} documents {label} (s) "
+                f"| Ingest calls: {_spread(c['baseline'])} | job: {_spread(c['ours'])} "
+                f"| {_spread(c['ratio'])} | reported | - |" + at(jb)
+            )
     lines += ["", "## Details", ""]
     if e:
         lines.append(

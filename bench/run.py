@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import embedder, flush, gateway, generator, http, indexing, retriever
+from bench import embedder, flush, gateway, generator, http, indexing, jobs, retriever
 from bench.harness import ROOT, Bench, commit
 from ragplane.client import GrpcClient
 from ragplane.ops import stack
@@ -28,6 +28,7 @@ BENCHMARKS = {
     "gateway": gateway.run,
     "http": http.run,
     "indexing": indexing.run,
+    "jobs": jobs.run,
     "generator": generator.run,
 }
 
@@ -74,12 +75,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     models = ROOT / ".ragplane" / "models"
     models.mkdir(parents=True, exist_ok=True)
     (state / "models").symlink_to(models, target_is_directory=True)
-    ports = free_ports(10)
+    ports = free_ports(11)
     layout = stack.StackLayout(
         state_dir=state,
         ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
         metrics_ports=dict(zip(stack.SERVICES, ports[5:9], strict=True)),
         http_port=ports[9],
+        postgres_port=ports[10],
     )
     # The retriever has the causal-LM reranker loaded, off unless a request asks for it,
     # so the retriever benchmark can measure reranked searches too.
@@ -88,6 +90,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "RAGPLANE_RERANKER": "causal-lm",
         "RAGPLANE_RERANK_BY_DEFAULT": "false",
         "VLLM_CPU_OMP_THREADS_BIND": "0",
+        # The benchmarks measure the pipeline, the burst 1,000 asks from one key: no quotas.
+        "RAGPLANE_GATEWAY_KEY_REQUESTS_PER_SECOND": "0",
+        "RAGPLANE_GATEWAY_KEY_MAX_STREAMS": "0",
     }
     await stack.up(layout, env_extra=env, report=lambda line: print(line, flush=True))
     bench = Bench(layout, smoke=args.smoke)

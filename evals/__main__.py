@@ -20,9 +20,12 @@ from ragplane.v1 import gateway_pb2
 
 async def evaluate(layout: stack.StackLayout, args: argparse.Namespace) -> int:
     modes = args.modes.split(",")
-    unknown = set(modes) - set(evaluation.MODES)
+    unknown = {m for m in modes if evaluation.mode_named(m) is None}
     if unknown:
-        raise SystemExit(f"evals: unknown modes {sorted(unknown)}; use {list(evaluation.MODES)}")
+        raise SystemExit(
+            f"evals: unknown modes {sorted(unknown)}; use {list(evaluation.MODES)} or "
+            f"{evaluation.WEIGHTED_PREFIX}D (dense weight D, 0-1)"
+        )
     collection = args.collection
     questions_file = args.questions
     if args.corpus:

@@ -62,8 +62,49 @@ MODES = {
     ),
     "dense+rerank": Mode(common_pb2.SEARCH_MODE_DENSE, common_pb2.RERANK_MODE_ON),
     "hybrid+rerank": Mode(common_pb2.SEARCH_MODE_HYBRID, common_pb2.RERANK_MODE_ON),
+    # Hybrid with reciprocal rank fusion chosen by the request, whatever the server's
+    # default fusion (the default before query-adaptive fusion).
+    "hybrid-rrf": Mode(
+        common_pb2.SEARCH_MODE_HYBRID,
+        fusion=common_pb2.Fusion(method=common_pb2.FUSION_METHOD_RRF),
+    ),
+    # Everything the gateway's and retriever's defaults choose.
+    "default": Mode(common_pb2.SEARCH_MODE_UNSPECIFIED, common_pb2.RERANK_MODE_UNSPECIFIED),
 }
+# hybrid-weighted-D: weighted fusion with dense weight D and keyword weight 1 - D.
+WEIGHTED_PREFIX = "hybrid-weighted-"
+
+
+def mode_named(name: str) -> Mode | None:
+    """A mode of MODES, or a hybrid-weighted-D one (0 <= D <= 1); None if neither."""
+    if name in MODES:
+        return MODES[name]
+    if not name.startswith(WEIGHTED_PREFIX):
+        return None
+    try:
+        dense = float(name.removeprefix(WEIGHTED_PREFIX))
+    except ValueError:
+        return None
+    if not 0.0 <= dense <= 1.0:
+        return None
+    fusion = common_pb2.Fusion(
+        method=common_pb2.FUSION_METHOD_WEIGHTED,
+        dense_weight=dense,
+        keyword_weight=round(1.0 - dense, 6),
+    )
+    return Mode(common_pb2.SEARCH_MODE_HYBRID, fusion=fusion)
+
+
 DEFAULT_MODES = "dense,keyword,hybrid,hybrid+rerank"
+
+
+def mode_of(name: str) -> Mode:
+    mode = mode_named(name)
+    if mode is None:
+        raise KeyError(name)
+    return mode
+
+
 RANK_DEPTH = 10
 # Chunks fetched per question (several chunks of one document share its rank); with
 # reranking, also the candidates the reranker rescores.
@@ -241,7 +282,7 @@ class Evaluator:
         without a reranker)."""
         for name in modes:
             try:
-                await self.rank(question, MODES[name])
+                await self.rank(question, mode_of(name))
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.FAILED_PRECONDITION:
                     raise
@@ -278,7 +319,7 @@ class Evaluator:
                 out.write(f"\r  {name}: {i + 1}/{len(questions)}")
                 out.flush()
                 answer = name in answers if isinstance(answers, set) else answers
-                rows.append(await self._one(q, MODES[name], k, answer))
+                rows.append(await self._one(q, mode_of(name), k, answer))
             out.write("\n")
             report["modes"][name] = summarize(rows, any("abstained" in r for r in rows))
             report["modes"][name]["seconds"] = round(time.perf_counter() - started, 1)

@@ -35,6 +35,7 @@ import grpc
 
 from evals import evaluation
 from ragplane.channels import open_channel
+from ragplane.client import api_key_for, api_key_interceptors
 from ragplane.v1 import gateway_pb2, gateway_pb2_grpc
 
 FOLLOWUPS = evaluation.ROOT / "samples" / "handbook-followups.jsonl"
@@ -264,7 +265,9 @@ async def main_async(args: argparse.Namespace) -> int:
     rows = load_followups(args.followups)
     if not rows:
         raise SystemExit(f"evals.followups: {args.followups} has no rows")
-    async with open_channel(args.gateway) as channel:
+    key = api_key_for()  # $RAGPLANE_API_KEY, else the local stack's
+    interceptors = api_key_interceptors(key) if key else []
+    async with open_channel(args.gateway, interceptors=interceptors) as channel:
         report = await run(channel, rows, args.collection, args.mode)
     report["followups_file"] = str(args.followups)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,6 +11,8 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ragplane.channels import open_channel
+from ragplane.client import api_key_interceptors
+from ragplane.keys import API_KEY_ENV
 from ragplane.ops import stack
 from tests.support import ROOT, free_ports, shared_model_cache
 
@@ -58,16 +61,17 @@ async def span_sink() -> AsyncIterator[tuple[SpanSink, int]]:
 async def running_stack(
     tmp_path_factory: pytest.TempPathFactory, span_sink: tuple[SpanSink, int]
 ) -> AsyncIterator[stack.StackLayout]:
-    """Milvus Lite and the four services as real processes on free loopback ports,
+    """Milvus Lite, PostgreSQL and the four services as real processes on free loopback ports,
     exporting their spans to the in-test OTLP receiver."""
     state = tmp_path_factory.mktemp("stack")
     (state / "models").symlink_to(shared_model_cache() / "models", target_is_directory=True)
-    ports = free_ports(10)
+    ports = free_ports(11)
     layout = stack.StackLayout(
         state_dir=state,
         ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
         metrics_ports=dict(zip(stack.SERVICES, ports[5:9], strict=True)),
         http_port=ports[9],
+        postgres_port=ports[10],
     )
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{span_sink[1]}",
@@ -81,17 +85,37 @@ async def running_stack(
         # measured on it); the default model's own check is test_default_model.py, which
         # runs where the stack is started with it (docs/models.md).
         "RAGPLANE_GENERATOR_MODEL": "smollm2-135m",
+        # Authentication is on, as `ragplane up` has it; the quotas are off (the load tests
+        # send 1,000 asks with one key): tests/integration/security starts a gateway with
+        # them on.
+        "RAGPLANE_GATEWAY_KEY_REQUESTS_PER_SECOND": "0",
+        "RAGPLANE_GATEWAY_KEY_MAX_STREAMS": "0",
     }
     await stack.up(layout, env_extra=env, report=lambda _: None)
+    # The admin key `up` made: every client and CLI run of the suite sends it.
+    before = os.environ.get(API_KEY_ENV)
+    os.environ[API_KEY_ENV] = layout.api_key() or ""
     try:
         yield layout
     finally:
+        if before is None:
+            os.environ.pop(API_KEY_ENV, None)
+        else:
+            os.environ[API_KEY_ENV] = before
         stack.down(layout, report=lambda _: None)
 
 
 @pytest.fixture(scope="session")
 async def channels(running_stack: stack.StackLayout) -> AsyncIterator[dict[str, grpc.aio.Channel]]:
-    opened = {name: open_channel(running_stack.address(name)) for name in stack.SERVICES}
+    key = running_stack.api_key()
+    assert key, "ragplane up wrote no API key"
+    opened = {
+        name: open_channel(
+            running_stack.address(name),
+            interceptors=api_key_interceptors(key) if name == "gateway" else (),
+        )
+        for name in stack.SERVICES
+    }
     yield opened
     for channel in opened.values():
         await channel.close()

@@ -271,6 +271,30 @@ def gateway() -> dict[str, Any]:
                 ),
             ),
             panel(
+                "Requests by tenant",
+                "reqps",
+                (
+                    f"sum by (tenant) (rate(ragplane_gateway_tenant_requests_total[{RATE}]))",
+                    "{{tenant}}",
+                ),
+                description="Admitted public calls; the first 50 tenants a replica sees have "
+                "their own series, the rest are 'other'.",
+            ),
+            panel(
+                "Quota and auth refusals",
+                "short",
+                (
+                    f"sum by (tenant, quota) (rate(ragplane_gateway_quota_refusals_total[{RATE}]))",
+                    "{{tenant}} {{quota}}/s",
+                ),
+                (
+                    f"sum by (reason) (rate(ragplane_gateway_auth_refusals_total[{RATE}]))",
+                    "auth refused/s ({{reason}})",
+                ),
+                description="RESOURCE_EXHAUSTED by quota (rate, streams, storage) and "
+                "UNAUTHENTICATED / PERMISSION_DENIED by reason (missing, invalid, role).",
+            ),
+            panel(
                 "Circuit breaker state",
                 "short",
                 ("max by (backend) (ragplane_gateway_breaker_state)", "{{backend}}"),

@@ -10,6 +10,8 @@ import grpc
 
 from ragplane.channels import open_channel
 from ragplane.gateway import breaker
+from ragplane.gateway.quotas import Quotas
+from ragplane.gateway.tenancy import NamespacedRetriever
 from ragplane.v1 import embedder_pb2_grpc, generator_pb2_grpc, retriever_pb2_grpc
 
 # The idempotent calls gRPC retries on UNAVAILABLE (ragplane.channels.RETRY_POLICY);
@@ -68,7 +70,9 @@ class Backends:
     """Stubs for the embedder, retriever and generator, over long-lived channels: each
     behind a circuit breaker (breaker.py), its idempotent calls retried by gRPC."""
 
-    def __init__(self, embedder: str, retriever: str, generator: str) -> None:
+    def __init__(
+        self, embedder: str, retriever: str, generator: str, quotas: Quotas | None = None
+    ) -> None:
         targets = {"embedder": embedder, "retriever": retriever, "generator": generator}
         self.breakers = {name: breaker.CircuitBreaker(name) for name in targets}
         self._channels = {
@@ -81,7 +85,10 @@ class Backends:
             for name, target in targets.items()
         }
         self.embedder = embedder_pb2_grpc.EmbedderServiceStub(self._channels["embedder"])
-        self.retriever = retriever_pb2_grpc.RetrieverServiceStub(self._channels["retriever"])
+        # Every retriever call is confined to the calling tenant's collections (tenancy.py).
+        self.retriever = NamespacedRetriever(
+            retriever_pb2_grpc.RetrieverServiceStub(self._channels["retriever"]), quotas
+        )
         self.generator = generator_pb2_grpc.GeneratorServiceStub(self._channels["generator"])
         self._probes: asyncio.Task[None] | None = None
 

@@ -16,7 +16,9 @@ from ragplane.gateway.collections import (
     DocumentInfo,
     DocumentPatch,
 )
+from ragplane.gateway.grpc_jobs import JobRpcs
 from ragplane.gateway.indexing import IndexingPipeline
+from ragplane.gateway.jobs import IngestJobs
 from ragplane.gateway.query import QueryPipeline
 from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
@@ -38,7 +40,7 @@ ABSTAIN_REASONS = {
 FINISH_REASONS = {"stop": common_pb2.FINISH_REASON_STOP, "length": common_pb2.FINISH_REASON_LENGTH}
 
 
-class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+class GatewayServicer(JobRpcs, gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
         self,
         indexing: IndexingPipeline,
@@ -46,6 +48,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         backends: Backends,
         timeouts: Timeouts,
         default_collection: str,
+        jobs: IngestJobs | None = None,
     ) -> None:
         self._indexing = indexing
         self._query = query
@@ -53,6 +56,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._timeouts = timeouts
         self._default_collection = default_collection
         self._collections = Collections(backends, timeouts, default_collection)
+        # Ingestion jobs (grpc_jobs.py); without a database they answer FAILED_PRECONDITION.
+        self._jobs = jobs or IngestJobs(None, indexing, self._collections)
 
     def _collection(self, name: str) -> str:
         return api.valid_collection(name, self._default_collection)

@@ -26,7 +26,7 @@ MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 # Texts per Embed call: large enough to batch well, small enough to stay under limits.
 EMBED_SLICE = 128
 # Bumped when chunking changes in a way that must re-index unchanged documents.
-CHUNKER_VERSION = "3"
+CHUNKER_VERSION = "4"
 
 
 @dataclass
@@ -168,6 +168,13 @@ class IndexingPipeline:
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
+            if len(prepared) > 1:
+                # One document the retriever refuses: the others are written, each
+                # document gets its own result (their chunks embedded again: rare).
+                results: list[gateway_pb2.DocumentResult] = []
+                for single in prepared:
+                    results.extend(await self._write(collection, model, [single], until))
+                return results
             _, message = status_of(exc)
             return [_failed(p.document.doc_id, message) for p in prepared]
         return [
@@ -190,18 +197,24 @@ def _validate(documents: list[gateway_pb2.Document]) -> None:
         )
     seen: set[str] = set()
     for i, doc in enumerate(documents):
-        if not doc.doc_id.strip():
-            raise InvalidArgument(f"documents[{i}].doc_id is empty")
-        if doc.doc_id in seen:
-            raise InvalidArgument(f"doc_id {doc.doc_id!r} appears twice in one request")
-        seen.add(doc.doc_id)
-        if len(doc.content) > MAX_DOCUMENT_BYTES:
-            raise InvalidArgument(
-                f"document {doc.doc_id!r} is {len(doc.content)} bytes; the limit is "
-                f"{MAX_DOCUMENT_BYTES}"
-            )
-        # Refused by name for the whole request, never indexed as text.
-        media_type_of(doc.media_type, doc.source or doc.doc_id)
+        validate_document(i, doc, seen)
+
+
+def validate_document(i: int, doc: gateway_pb2.Document, seen: set[str]) -> None:
+    """INVALID_ARGUMENT for a document no request may carry (empty or repeated doc_id,
+    over the size limit, a type ragplane cannot read); `seen`: the doc_ids before it."""
+    if not doc.doc_id.strip():
+        raise InvalidArgument(f"documents[{i}].doc_id is empty")
+    if doc.doc_id in seen:
+        raise InvalidArgument(f"doc_id {doc.doc_id!r} appears twice in one request")
+    seen.add(doc.doc_id)
+    if len(doc.content) > MAX_DOCUMENT_BYTES:
+        raise InvalidArgument(
+            f"document {doc.doc_id!r} is {len(doc.content)} bytes; the limit is "
+            f"{MAX_DOCUMENT_BYTES}"
+        )
+    # Refused by name for the whole request, never indexed as text.
+    media_type_of(doc.media_type, doc.source or doc.doc_id)
 
 
 def _index_hash(doc: gateway_pb2.Document, budget: int, model: common_pb2.ModelIdentity) -> str:

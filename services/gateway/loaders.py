@@ -55,6 +55,16 @@ _HTML_DROP = ("script", "style", "nav", "footer", "noscript", "template", "svg",
 # Navigation chrome without a <nav>: DocBook's previous / up / next tables (PostgreSQL,
 # Linux kernel, many manuals) name the neighbouring pages, not this one's content.
 _HTML_DROP_CLASSES = ("navheader", "navfooter")
+# A list whose links carry this share of its text (and that has this many links) is a
+# list of links: a table of contents, a back-of-book index, a release-notes list. It
+# answers nothing (the pages it links to do) and outranks them on their own words.
+# Content lists stay under it: a definition list whose terms link to their pages, or
+# "name - description" lists, carry a third or less; indexes and contents half or more.
+_LINK_LIST_SHARE = 0.4
+_LINK_LIST_MIN_LINKS = 3
+_HTML_LISTS = ("ul", "ol", "dl")
+_NOT_WORD = re.compile(r"\W+")
+_EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.IGNORECASE)
 _HTML_INLINE = frozenset(
     "a abbr b bdi bdo cite code data del dfn em i img ins kbd label mark q s samp small span"
     " strong sub sup time u var wbr".split()
@@ -343,6 +353,9 @@ def _html(text: str) -> tuple[str, list[Block]]:
         tag.decompose()
     for tag in soup(class_=list(_HTML_DROP_CLASSES)):
         tag.decompose()
+    for tag in soup(list(_HTML_LISTS)):
+        if not tag.decomposed and _is_link_list(tag):
+            tag.decompose()
     for tag in soup("header"):
         # A page header without headings is chrome (logo, links); an article's keeps its H1.
         if not tag.find(list(_HTML_HEADINGS)):
@@ -395,6 +408,18 @@ class _HtmlReader:
     def _flush(self) -> None:
         text, self.loose = prose("".join(self.loose)), []
         self.sections.add_prose(text)
+
+
+def _is_link_list(element: Tag) -> bool:
+    """Whether a list is mostly links to other pages of the same site (see
+    _LINK_LIST_SHARE), counting word characters. Links out to other sites are references
+    in content (a list of acronyms, each linked to its definition), not navigation."""
+    links = [a for a in element.find_all("a", href=True) if not _EXTERNAL.match(str(a.get("href")))]
+    if len(links) < _LINK_LIST_MIN_LINKS:
+        return False
+    total = len(_NOT_WORD.sub("", element.get_text()))
+    linked = sum(len(_NOT_WORD.sub("", a.get_text())) for a in links)
+    return total > 0 and linked >= _LINK_LIST_SHARE * total
 
 
 def _is_text(node: object) -> bool:

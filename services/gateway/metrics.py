@@ -97,3 +97,42 @@ BREAKER_OPENED = Counter(
     "Times a service's circuit breaker opened.",
     ["backend"],
 )
+# Per-tenant series, their tenant label bounded (tenant_label).
+TENANT_REQUESTS = Counter(
+    "ragplane_gateway_tenant_requests",
+    "Public API calls admitted (key valid, role enough, within rate), by tenant.",
+    ["tenant"],
+)
+QUOTA_REFUSALS = Counter(
+    "ragplane_gateway_quota_refusals",
+    "Calls refused with RESOURCE_EXHAUSTED by a quota, by tenant and quota: rate "
+    "(per-key requests a second), streams (per-key concurrent streams), storage "
+    "(per-tenant chunks).",
+    ["tenant", "quota"],
+)
+AUTH_REFUSALS = Counter(
+    "ragplane_gateway_auth_refusals",
+    "Calls refused before any work, by reason: missing (no key), invalid (unknown, "
+    "malformed or revoked key), role (PERMISSION_DENIED).",
+    ["reason"],
+)
+for _reason in ("missing", "invalid", "role"):
+    AUTH_REFUSALS.labels(_reason)
+# Exported from the start, at 0, under the shared label: dashboards see the series.
+for _quota in ("rate", "streams", "storage"):
+    QUOTA_REFUSALS.labels("other", _quota)
+# The first MAX_TENANT_LABELS tenants seen get their own label value, the rest share
+# "other": a gateway with thousands of tenants keeps a bounded number of series.
+MAX_TENANT_LABELS = 50
+OTHER_TENANTS = "other"
+_tenant_labels: set[str] = set()
+
+
+def tenant_label(tenant: str) -> str:
+    """The tenant's value for a `tenant` label (bounded cardinality)."""
+    if tenant in _tenant_labels:
+        return tenant
+    if len(_tenant_labels) < MAX_TENANT_LABELS:
+        _tenant_labels.add(tenant)
+        return tenant
+    return OTHER_TENANTS

@@ -18,6 +18,7 @@ from opentelemetry import trace
 from ragplane.errors import InvalidArgument, Unavailable
 from ragplane.gateway import api, metrics
 from ragplane.gateway.admission import Admission, AdmissionSettings
+from ragplane.gateway.auth import caller_tenant
 from ragplane.gateway.clients import Backends, Deadline, Timeouts
 from ragplane.gateway.markers import check_markers
 from ragplane.gateway.prompt import DONT_KNOW, FittedPrompt, fit_prompt
@@ -38,9 +39,6 @@ HISTORY_TURNS = 1
 MAX_HISTORY_CHARS = 1000
 # Earlier turns a request may carry.
 MAX_HISTORY = 64
-# The admission queue's tenant key until requests carry a tenant.
-TENANT = ""
-
 SEARCH_MODES = {
     "dense": common_pb2.SEARCH_MODE_DENSE,
     "keyword": common_pb2.SEARCH_MODE_KEYWORD,
@@ -113,8 +111,8 @@ class QueryPipeline:
         _checked_text(query.question, "question")
         _checked_history(query.history)
         _top_k(query.retrieval.top_k, MAX_TOP_K)
-        # One tenant for now: the queue is keyed by tenant once requests carry one.
-        async with self._admission.slot(TENANT, deadline):
+        # Queued by the caller's tenant, served in turn between tenants.
+        async with self._admission.slot(caller_tenant(), deadline):
             async with aclosing(self._answer(query, deadline, started)) as events:
                 async for event in events:
                     yield event

@@ -16,10 +16,13 @@ from ragplane.config import (
     listen_address,
 )
 from ragplane.gateway.admission import Admission, AdmissionSettings
+from ragplane.gateway.auth import Authenticator, AuthSettings, GrpcAuthInterceptor
 from ragplane.gateway.clients import Backends, Timeouts
+from ragplane.gateway.collections import Collections
 from ragplane.gateway.grpc_api import GatewayServicer
 from ragplane.gateway.http.app import start_http
 from ragplane.gateway.indexing import IndexingPipeline
+from ragplane.gateway.jobs import open_jobs
 from ragplane.gateway.query import (
     DEFAULT_TOP_K,
     MAX_TOP_K,
@@ -27,7 +30,9 @@ from ragplane.gateway.query import (
     QueryPipeline,
     QuerySettings,
 )
+from ragplane.gateway.quotas import Quotas, QuotaSettings
 from ragplane.server import run_service, serve
+from ragplane.tls import ServerTls, public_tls
 from ragplane.v1 import gateway_pb2, gateway_pb2_grpc
 
 
@@ -42,6 +47,11 @@ class GatewaySettings:
     timeouts: Timeouts
     query: QuerySettings
     admission: AdmissionSettings
+    # TLS of the public gRPC and HTTP ports (RAGPLANE_GATEWAY_TLS_*); None: plaintext.
+    tls: ServerTls | None = None
+    # API keys (RAGPLANE_GATEWAY_API_KEYS_FILE) and their quotas; no keys: auth disabled.
+    auth: AuthSettings = AuthSettings(None)
+    quotas: QuotaSettings = QuotaSettings()
 
     @classmethod
     def from_env(cls) -> GatewaySettings:
@@ -83,12 +93,18 @@ class GatewaySettings:
                     "RAGPLANE_GATEWAY_ASK_SERVICE_SECONDS", 5.0, minimum=0.001
                 ),
             ),
+            tls=public_tls(),
+            auth=AuthSettings.from_env(),
+            quotas=QuotaSettings.from_env(),
         )
 
 
 async def run(settings: GatewaySettings) -> None:
+    # Who may call (auth.py) and how much (quotas.py): both doors, one key store.
+    quotas = Quotas(settings.quotas)
+    authenticator = Authenticator.from_settings(settings.auth, quotas)
     backends = Backends(
-        settings.embedder_target, settings.retriever_target, settings.generator_target
+        settings.embedder_target, settings.retriever_target, settings.generator_target, quotas
     )
     indexing = IndexingPipeline(backends, settings.timeouts, settings.chunk_tokens)
     query = QueryPipeline(
@@ -98,8 +114,12 @@ async def run(settings: GatewaySettings) -> None:
         settings.default_collection,
         Admission(settings.admission),
     )
+    # Ingestion jobs (jobs.py), in the database every replica shares.
+    jobs = await open_jobs(
+        indexing, Collections(backends, settings.timeouts, settings.default_collection)
+    )
     servicer = GatewayServicer(
-        indexing, query, backends, settings.timeouts, settings.default_collection
+        indexing, query, backends, settings.timeouts, settings.default_collection, jobs
     )
 
     def register(server: grpc.aio.Server) -> list[str]:
@@ -108,15 +128,28 @@ async def run(settings: GatewaySettings) -> None:
 
     # The HTTP API (http/app.py): its own port, the same pipeline; stopped after the gRPC
     # server has drained, before the channels close.
-    http = await start_http(settings, query, backends)
+    http = await start_http(settings, query, backends, jobs, auth=authenticator)
 
     async def shutdown() -> None:
         await http.stop()
+        # A job in flight goes back to the queue for another replica to resume.
+        await jobs.close()
         await backends.close()
+
+    jobs.start()
 
     # Health is NOT_SERVING while a service behind the gateway is known down.
     backends.start_probes()
-    await serve("gateway", settings.address, register, on_shutdown=shutdown, ready=backends.ready)
+    await serve(
+        "gateway",
+        settings.address,
+        register,
+        on_shutdown=shutdown,
+        ready=backends.ready,
+        credentials=settings.tls.grpc_credentials() if settings.tls else None,
+        public=True,
+        interceptors=[GrpcAuthInterceptor(authenticator)],
+    )
 
 
 def main() -> None:

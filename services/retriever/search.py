@@ -71,6 +71,7 @@ class Searcher:
         fusion: Fusion,
         model_cache_s: float,
         identifier_boost: bool = True,
+        plain_fusion: Fusion | None = None,
     ) -> None:
         self._store = store
         self._catalog = catalog
@@ -81,6 +82,7 @@ class Searcher:
             identifier_boost=identifier_boost,
             reranker=reranker.settings,
             reranker_available=reranker.available,
+            plain_fusion=plain_fusion,
         )
 
     async def search(self, query: SearchQuery) -> SearchResult:

@@ -208,6 +208,7 @@ async def run(settings: RetrieverSettings) -> None:
         settings.fusion,
         settings.model_cache_s,
         settings.identifier_boost,
+        settings.plain_fusion,
     )
     servicer = RetrieverServicer(catalog, searcher)
 

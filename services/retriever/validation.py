@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ragplane.errors import InvalidArgument
+from ragplane.names import exact_terms
 from ragplane.retriever.ranking import RerankOptions, RerankPlan, SearchMode, plan_rerank
 from ragplane.retriever.rerank import MAX_CANDIDATES, RerankerSettings
 from ragplane.retriever.schema import (
@@ -55,6 +56,15 @@ class SearchDefaults:
     identifier_boost: bool
     reranker: RerankerSettings
     reranker_available: bool
+    # Hybrid fusion for queries that name no exact identifier (None: `fusion` for all).
+    plain_fusion: Fusion | None = None
+
+    def fusion_for(self, text: str | None) -> Fusion:
+        """The default fusion for a hybrid query's text: `fusion` where the text names an
+        exact identifier (exact_terms), `plain_fusion` where it is plain language."""
+        if self.plain_fusion is None or (text and exact_terms(text)):
+            return self.fusion
+        return self.plain_fusion
 
 
 @dataclass(frozen=True)
@@ -242,7 +252,7 @@ def search_query(request: retriever_pb2.SearchRequest, defaults: SearchDefaults)
     if mode.uses_vector and not request.query_vector:
         raise InvalidArgument(f"query_vector is required in {mode.value} mode")
     expr = metadata_filter(request.filter)
-    chosen_fusion = fusion(request.fusion, defaults.fusion)
+    chosen_fusion = fusion(request.fusion, defaults.fusion_for(text))
     boost = identifier_boost(request.identifier_boost, defaults.identifier_boost)
     checked = name_check(request.name_check) if request.HasField("name_check") else None
     model = None

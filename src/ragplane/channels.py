@@ -9,7 +9,7 @@ from typing import Any
 
 import grpc
 
-from ragplane import telemetry
+from ragplane import telemetry, tls
 from ragplane.config import env_int
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -80,13 +80,21 @@ def open_channel(
     service: str | None = None,
     retried: Sequence[str] = (),
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> grpc.aio.Channel:
-    """An insecure channel to `target` with client_channel_options. With `service`, the
-    name of the service called, each call carries the trace and is measured as a client
-    call (what a service does towards another; the CLI and tests pass none). `retried`
-    names the idempotent methods gRPC retries; `interceptors` run outside the telemetry
-    (the gateway's circuit breakers)."""
+    """A channel to `target` with client_channel_options. With `service`, the name of the
+    service called, each call carries the trace and is measured as a client call (what a
+    service does towards another; the CLI and tests pass none), over the services' mutual
+    TLS when RAGPLANE_TLS_* configure it. `retried` names the idempotent methods gRPC
+    retries; `interceptors` run outside the telemetry (the gateway's circuit breakers);
+    `credentials` make it a TLS channel (to the gateway's public port, say)."""
     chain = [*interceptors, *(telemetry.client_interceptors(service) if service else [])]
-    return grpc.aio.insecure_channel(
-        target, options=client_channel_options(retried), interceptors=chain or None
-    )
+    options = client_channel_options(retried)
+    if credentials is None and service and (internal := tls.internal_tls()) is not None:
+        credentials = internal.channel_credentials()
+        options += internal.channel_options()
+    if credentials is not None:
+        return grpc.aio.secure_channel(
+            target, credentials, options=options, interceptors=chain or None
+        )
+    return grpc.aio.insecure_channel(target, options=options, interceptors=chain or None)

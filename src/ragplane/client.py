@@ -10,17 +10,24 @@ neither grpc nor httpx. Nothing here depends on the gateway's own code.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
+import ssl
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Literal, Self
 
 import grpc
 import httpx
 
 from ragplane.channels import open_channel
+from ragplane.config import state_dir
+from ragplane.keys import API_KEY_ENV, read_api_key
 from ragplane.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 
 SearchMode = Literal["dense", "keyword", "hybrid"]
@@ -35,6 +42,10 @@ ASK_TIMEOUT_S = 180.0
 DEFAULT_MODEL = "ragplane"
 SEARCH_TIMEOUT_S = 60.0
 INGEST_TIMEOUT_S = 300.0
+# Each call that hands a job its documents; a job is sent in pieces of at most these.
+JOB_CALL_TIMEOUT_S = 120.0
+JOB_PIECE_DOCUMENTS = 200
+JOB_PIECE_BYTES = 16 * 1024 * 1024
 DELETE_TIMEOUT_S = 60.0
 
 MODES: dict[str, common_pb2.SearchMode] = {
@@ -181,6 +192,9 @@ class IngestStatus(IntEnum):
     WRITTEN = gateway_pb2.INGEST_STATUS_WRITTEN
     UNCHANGED = gateway_pb2.INGEST_STATUS_UNCHANGED
     FAILED = gateway_pb2.INGEST_STATUS_FAILED
+    # A job's document not indexed yet; one a sync deleted (gone from the source).
+    PENDING = gateway_pb2.INGEST_STATUS_PENDING
+    DELETED = gateway_pb2.INGEST_STATUS_DELETED
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,54 @@ class IngestResult:
     chunks_written: int = 0
     chunks_deleted: int = 0
     error: str = ""
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """A job's documents by outcome; `deleted`: a sync's deletions, not in `total`."""
+
+    total: int = 0
+    pending: int = 0
+    written: int = 0
+    unchanged: int = 0
+    failed: int = 0
+    deleted: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.written + self.unchanged + self.failed
+
+
+# A job's status: receiving, queued, running, succeeded, failed or cancelled.
+JobStatus = str
+JOB_FINAL = ("succeeded", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class IngestJob:
+    """An ingestion job as any gateway replica reports it; times are RFC 3339 ("": not
+    yet). `documents`: a page of outcomes (job() only)."""
+
+    id: str
+    collection: str
+    status: JobStatus
+    counts: JobCounts = field(default_factory=JobCounts)
+    error: str = ""
+    delete_missing: bool = False
+    doc_id_prefix: str = ""
+    cancel_requested: bool = False
+    attempts: int = 0
+    create_time: str = ""
+    start_time: str = ""
+    finish_time: str = ""
+    documents: tuple[IngestResult, ...] = ()
+    next_page_token: str = ""
+
+    @property
+    def final(self) -> bool:
+        return self.status in JOB_FINAL
 
 
 class GatewayError(Exception):
@@ -345,6 +407,136 @@ class GatewayClient(ABC):
         """A page of a collection's documents by doc_id, and the next page's token ("" on
         the last)."""
 
+    async def create_job(
+        self,
+        documents: Iterable[Document],
+        *,
+        collection: str = "",
+        delete_missing: bool = False,
+        doc_id_prefix: str = "",
+        timeout: float = JOB_CALL_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> IngestJob:
+        """Hands documents, any number, to the gateway as an ingestion job and returns it
+        queued: sent in pieces of at most JOB_PIECE_DOCUMENTS documents or
+        JOB_PIECE_BYTES bytes. With delete_missing, a sync: the collection's documents
+        under doc_id_prefix that are not among these are deleted."""
+        pieces = list(_pieces(list(documents)))
+        job = await self._open_job(
+            pieces[0] if pieces else [],
+            collection=collection,
+            delete_missing=delete_missing,
+            doc_id_prefix=doc_id_prefix,
+            more_documents=len(pieces) > 1,
+            timeout=timeout,
+        )
+        for i, piece in enumerate(pieces[1:], start=2):
+            job = await self._add_to_job(job.id, piece, last=i == len(pieces), timeout=timeout)
+        return job
+
+    async def sync(
+        self,
+        documents: Iterable[Document],
+        *,
+        collection: str = "",
+        doc_id_prefix: str = "",
+        delete_missing: bool = True,
+        timeout: float = JOB_CALL_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> IngestJob:
+        """A job that makes the collection match a source (a folder, a list): changed
+        documents re-indexed, unchanged ones skipped and, with delete_missing, those no
+        longer in the source deleted (reported as DELETED in the job's results)."""
+        return await self.create_job(
+            documents,
+            collection=collection,
+            delete_missing=delete_missing,
+            doc_id_prefix=doc_id_prefix,
+            timeout=timeout,
+        )
+
+    async def wait_job(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 0.5,
+        on_progress: Callable[[IngestJob], None] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> IngestJob:
+        """Polls a job until it has finished (succeeded, failed or cancelled), calling
+        on_progress with each report; `timeout` seconds in all (None: no limit)."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        while True:
+            job = await self.job(job_id, page_size=1)
+            if on_progress is not None:
+                on_progress(job)
+            if job.final:
+                return job
+            if until is not None and loop.time() > until:
+                raise GatewayError("DEADLINE_EXCEEDED", f"job {job_id} is still {job.status}")
+            await asyncio.sleep(poll_s)
+
+    async def job_results(self, job_id: str) -> list[IngestResult]:
+        """Every document outcome of a job, by position (a sync's deletions last)."""
+        results: list[IngestResult] = []
+        token = ""
+        while True:
+            job = await self.job(job_id, page_size=1000, page_token=token)
+            results.extend(job.documents)
+            token = job.next_page_token
+            if not token:
+                return results
+
+    @abstractmethod
+    async def _open_job(
+        self,
+        documents: list[Document],
+        *,
+        collection: str,
+        delete_missing: bool,
+        doc_id_prefix: str,
+        more_documents: bool,
+        timeout: float,  # noqa: ASYNC109
+    ) -> IngestJob:
+        """CreateIngestJob with one piece of documents."""
+
+    @abstractmethod
+    async def _add_to_job(
+        self,
+        job_id: str,
+        documents: list[Document],
+        *,
+        last: bool,
+        timeout: float,  # noqa: ASYNC109
+    ) -> IngestJob:
+        """AddIngestJobDocuments."""
+
+    @abstractmethod
+    async def job(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> IngestJob:
+        """A job with its counts and a page of its documents' outcomes; NOT_FOUND if the
+        gateway knows no such job (of the caller's)."""
+
+    @abstractmethod
+    async def jobs(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        status: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[list[IngestJob], str]:
+        """The caller's jobs, newest first, and the next page's token ("" on the last)."""
+
+    @abstractmethod
+    async def cancel_job(self, job_id: str, *, timeout: float = DELETE_TIMEOUT_S) -> IngestJob:  # noqa: ASYNC109
+        """Cancels a job: at once if it waits, else after its current sub-batch."""
+
     @abstractmethod
     async def close(self) -> None:
         """Closes what the client opened."""
@@ -358,12 +550,34 @@ class GatewayClient(ABC):
 
 class GrpcClient(GatewayClient):
     """ragplane.v1.GatewayService over gRPC. `target` is host:port (any gRPC target), or
-    a channel the caller owns and closes."""
+    a channel the caller owns and closes. With `tls` (implied by `ca`) the channel is TLS,
+    trusting the CA certificate file `ca` (default: the system's); `client_cert` is a
+    (certificate, key) pair of files for a gateway that asks for one."""
 
-    def __init__(self, target: str | grpc.aio.Channel) -> None:
+    def __init__(
+        self,
+        target: str | grpc.aio.Channel,
+        *,
+        tls: bool = False,
+        ca: str | Path | None = None,
+        client_cert: tuple[str | Path, str | Path] | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        # The key every call sends (api_key_for: RAGPLANE_API_KEY or the local stack's);
+        # a caller's channel sends only a key given here.
+        key = api_key if not isinstance(target, str) else api_key_for(api_key)
+        self._metadata = (("authorization", f"Bearer {key}"),) if key else None
         if isinstance(target, str):
             self.address = target
-            self._channel = open_channel(target)
+            credentials = None
+            if tls or ca is not None or client_cert is not None:
+                cert_file, key_file = client_cert or (None, None)
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=_read_file(ca),
+                    private_key=_read_file(key_file),
+                    certificate_chain=_read_file(cert_file),
+                )
+            self._channel = open_channel(target, credentials=credentials)
             self._owns_channel = True
         else:
             self.address = "(a caller's channel)"
@@ -390,7 +604,7 @@ class GrpcClient(GatewayClient):
             filter=common_pb2.MetadataFilter(tags=list(tags)),
             max_tokens=max_tokens,
         )
-        call = self._stub.Ask(request, timeout=timeout)
+        call = self._stub.Ask(request, timeout=timeout, metadata=self._metadata)
         try:
             async for message in call:
                 yield event_from_proto(message)
@@ -417,7 +631,7 @@ class GrpcClient(GatewayClient):
             filter=common_pb2.MetadataFilter(tags=list(tags)),
         )
         try:
-            reply = await self._stub.Search(request, timeout=timeout)
+            reply = await self._stub.Search(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
         return [hit_from_proto(h) for h in reply.hits]
@@ -433,7 +647,7 @@ class GrpcClient(GatewayClient):
             collection=collection, documents=[_document_proto(d) for d in documents]
         )
         try:
-            reply = await self._stub.Ingest(request, timeout=timeout)
+            reply = await self._stub.Ingest(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
         return [
@@ -458,7 +672,9 @@ class GrpcClient(GatewayClient):
             collection=collection, doc_id=doc_id
         )
         try:
-            reply = await self._stub.DeleteDocument(request, timeout=timeout)
+            reply = await self._stub.DeleteDocument(
+                request, timeout=timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
         return reply.chunks_deleted
@@ -511,9 +727,76 @@ class GrpcClient(GatewayClient):
         reply = await self._call(self._stub.ListDocuments, request, timeout)
         return [document_from_proto(d) for d in reply.documents], reply.next_page_token
 
+    async def _open_job(
+        self,
+        documents: list[Document],
+        *,
+        collection: str,
+        delete_missing: bool,
+        doc_id_prefix: str,
+        more_documents: bool,
+        timeout: float,  # noqa: ASYNC109
+    ) -> IngestJob:
+        request = gateway_pb2.GatewayServiceCreateIngestJobRequest(
+            collection=collection,
+            documents=[_document_proto(d) for d in documents],
+            delete_missing=delete_missing,
+            doc_id_prefix=doc_id_prefix,
+            more_documents=more_documents,
+        )
+        reply = await self._call(self._stub.CreateIngestJob, request, timeout)
+        return job_from_proto(reply.job)
+
+    async def _add_to_job(
+        self,
+        job_id: str,
+        documents: list[Document],
+        *,
+        last: bool,
+        timeout: float,  # noqa: ASYNC109
+    ) -> IngestJob:
+        request = gateway_pb2.GatewayServiceAddIngestJobDocumentsRequest(
+            job_id=job_id, documents=[_document_proto(d) for d in documents], last=last
+        )
+        reply = await self._call(self._stub.AddIngestJobDocuments, request, timeout)
+        return job_from_proto(reply.job)
+
+    async def job(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> IngestJob:
+        request = gateway_pb2.GatewayServiceGetIngestJobRequest(
+            job_id=job_id, page_size=page_size, page_token=page_token
+        )
+        reply = await self._call(self._stub.GetIngestJob, request, timeout)
+        return job_from_proto(reply.job, reply.documents, reply.next_page_token)
+
+    async def jobs(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        status: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[list[IngestJob], str]:
+        request = gateway_pb2.GatewayServiceListIngestJobsRequest(
+            page_size=page_size, page_token=page_token, status=_job_status(status)
+        )
+        reply = await self._call(self._stub.ListIngestJobs, request, timeout)
+        return [job_from_proto(j) for j in reply.jobs], reply.next_page_token
+
+    async def cancel_job(self, job_id: str, *, timeout: float = DELETE_TIMEOUT_S) -> IngestJob:  # noqa: ASYNC109
+        request = gateway_pb2.GatewayServiceCancelIngestJobRequest(job_id=job_id)
+        reply = await self._call(self._stub.CancelIngestJob, request, timeout)
+        return job_from_proto(reply.job)
+
     async def _call(self, method: Any, request: Any, timeout: float) -> Any:  # noqa: ASYNC109
         try:
-            return await method(request, timeout=timeout)
+            return await method(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
 
@@ -534,9 +817,28 @@ class HttpClient(GatewayClient):
     its `ragplane` object), `POST /v1/search`, and the collection and document routes.
     Its ingest is the gRPC client's (uploads name documents by file name only)."""
 
-    def __init__(self, base_url: str, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        ca: str | Path | None = None,
+        client_cert: tuple[str | Path, str | Path] | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """An https `base_url` is verified against the CA certificate file `ca` (default:
+        the system's); `client_cert` is a (certificate, key) pair of files."""
         self.address = base_url.rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.address, transport=transport)
+        verify: ssl.SSLContext | bool = True
+        if ca is not None or client_cert is not None:
+            verify = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
+            if client_cert is not None:
+                verify.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        key = api_key_for(api_key)
+        headers = {"authorization": f"Bearer {key}"} if key else None
+        self._http = httpx.AsyncClient(
+            base_url=self.address, transport=transport, verify=verify, headers=headers
+        )
 
     async def ask(
         self,
@@ -659,6 +961,66 @@ class HttpClient(GatewayClient):
             params["limit"] = page_size
         reply = await self._request("GET", f"/v1/collections/{name}/documents", timeout, params)
         return [document_from_json(d) for d in reply["data"]], reply["next_page_token"] or ""
+
+    async def _open_job(
+        self,
+        documents: list[Document],
+        *,
+        collection: str,
+        delete_missing: bool,
+        doc_id_prefix: str,
+        more_documents: bool,
+        timeout: float,  # noqa: ASYNC109
+    ) -> IngestJob:
+        name = collection or await self._default_collection(timeout)
+        body = {
+            "documents": [_document_json(d) for d in documents],
+            "delete_missing": delete_missing,
+            "doc_id_prefix": doc_id_prefix,
+            "more_documents": more_documents,
+        }
+        return job_from_json(await self._post_json(f"/v1/collections/{name}/jobs", body, timeout))
+
+    async def _add_to_job(
+        self,
+        job_id: str,
+        documents: list[Document],
+        *,
+        last: bool,
+        timeout: float,  # noqa: ASYNC109
+    ) -> IngestJob:
+        body = {"documents": [_document_json(d) for d in documents], "last": last}
+        return job_from_json(await self._post_json(f"/v1/jobs/{job_id}/documents", body, timeout))
+
+    async def job(
+        self,
+        job_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> IngestJob:
+        params: dict[str, Any] = {"page_token": page_token}
+        if page_size:
+            params["limit"] = page_size
+        return job_from_json(await self._request("GET", f"/v1/jobs/{job_id}", timeout, params))
+
+    async def jobs(
+        self,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        status: str = "",
+        timeout: float = DELETE_TIMEOUT_S,  # noqa: ASYNC109
+    ) -> tuple[list[IngestJob], str]:
+        params: dict[str, Any] = {"page_token": page_token, "status": status}
+        if page_size:
+            params["limit"] = page_size
+        reply = await self._request("GET", "/v1/jobs", timeout, params)
+        return [job_from_json(j) for j in reply["data"]], reply.get("next_page_token") or ""
+
+    async def cancel_job(self, job_id: str, *, timeout: float = DELETE_TIMEOUT_S) -> IngestJob:  # noqa: ASYNC109
+        return job_from_json(await self._post_json(f"/v1/jobs/{job_id}/cancel", {}, timeout))
 
     async def _default_collection(self, timeout: float) -> str:  # noqa: ASYNC109
         """The gateway's default collection, as GET /v1/models marks it."""
@@ -804,6 +1166,133 @@ def collection_from_proto(c: gateway_pb2.CollectionInfo) -> Collection:
     )
 
 
+def _pieces(documents: list[Document]) -> Iterator[list[Document]]:
+    """A job's documents in pieces small enough for one call each."""
+    piece: list[Document] = []
+    size = 0
+    for d in documents:
+        length = len(d.content)
+        if piece and (len(piece) >= JOB_PIECE_DOCUMENTS or size + length > JOB_PIECE_BYTES):
+            yield piece
+            piece, size = [], 0
+        piece.append(d)
+        size += length
+    if piece:
+        yield piece
+
+
+JOB_STATUS_NAMES = {
+    gateway_pb2.INGEST_JOB_STATUS_RECEIVING: "receiving",
+    gateway_pb2.INGEST_JOB_STATUS_QUEUED: "queued",
+    gateway_pb2.INGEST_JOB_STATUS_RUNNING: "running",
+    gateway_pb2.INGEST_JOB_STATUS_SUCCEEDED: "succeeded",
+    gateway_pb2.INGEST_JOB_STATUS_FAILED: "failed",
+    gateway_pb2.INGEST_JOB_STATUS_CANCELLED: "cancelled",
+}
+RESULT_STATUSES = {
+    "pending": IngestStatus.PENDING,
+    "written": IngestStatus.WRITTEN,
+    "unchanged": IngestStatus.UNCHANGED,
+    "failed": IngestStatus.FAILED,
+    "deleted": IngestStatus.DELETED,
+}
+
+
+def _job_status(status: str) -> Any:
+    if not status:
+        return gateway_pb2.INGEST_JOB_STATUS_UNSPECIFIED
+    for value, name in JOB_STATUS_NAMES.items():
+        if name == status:
+            return value
+    raise ValueError(f"status must be one of {', '.join(JOB_STATUS_NAMES.values())}")
+
+
+def _stamp(message: Any, name: str) -> str:
+    if not message.HasField(name):
+        return ""
+    return getattr(message, name).ToJsonString()
+
+
+def job_from_proto(
+    j: gateway_pb2.IngestJob,
+    documents: Iterable[gateway_pb2.DocumentResult] = (),
+    next_page_token: str = "",
+) -> IngestJob:
+    c = j.counts
+    return IngestJob(
+        id=j.id,
+        collection=j.collection,
+        status=JOB_STATUS_NAMES.get(j.status, "unknown"),
+        counts=JobCounts(
+            c.total,
+            c.pending,
+            c.written,
+            c.unchanged,
+            c.failed,
+            c.deleted,
+            c.chunks_written,
+            c.chunks_deleted,
+        ),
+        error=j.error,
+        delete_missing=j.delete_missing,
+        doc_id_prefix=j.doc_id_prefix,
+        cancel_requested=j.cancel_requested,
+        attempts=j.attempts,
+        create_time=_stamp(j, "create_time"),
+        start_time=_stamp(j, "start_time"),
+        finish_time=_stamp(j, "finish_time"),
+        documents=tuple(
+            IngestResult(
+                d.doc_id, IngestStatus(d.status), d.chunks_written, d.chunks_deleted, d.error
+            )
+            for d in documents
+        ),
+        next_page_token=next_page_token,
+    )
+
+
+def job_from_json(j: dict[str, Any]) -> IngestJob:
+    c = j["counts"]
+    return IngestJob(
+        id=j["id"],
+        collection=j["collection"],
+        status=j["status"],
+        counts=JobCounts(**{k: int(c[k]) for k in JobCounts.__dataclass_fields__}),
+        error=j.get("error") or "",
+        delete_missing=bool(j.get("delete_missing")),
+        doc_id_prefix=j.get("doc_id_prefix") or "",
+        cancel_requested=bool(j.get("cancel_requested")),
+        attempts=int(j.get("attempts") or 0),
+        create_time=j.get("create_time") or "",
+        start_time=j.get("start_time") or "",
+        finish_time=j.get("finish_time") or "",
+        documents=tuple(
+            IngestResult(
+                d["doc_id"],
+                RESULT_STATUSES[d["status"]],
+                int(d["chunks_written"]),
+                int(d["chunks_deleted"]),
+                d.get("error") or "",
+            )
+            for d in j.get("documents") or ()
+        ),
+        next_page_token=j.get("next_page_token") or "",
+    )
+
+
+def _document_json(d: Document) -> dict[str, Any]:
+    content = d.content.encode() if isinstance(d.content, str) else d.content
+    return {
+        "doc_id": d.doc_id,
+        "content_base64": base64.b64encode(content).decode(),
+        "source": d.source,
+        "title": d.title,
+        "media_type": d.media_type,
+        "tags": list(d.tags),
+        "metadata": d.metadata,
+    }
+
+
 def document_from_proto(d: gateway_pb2.DocumentInfo) -> StoredDocument:
     return StoredDocument(
         doc_id=d.doc_id,
@@ -881,6 +1370,8 @@ HTTP_CODES = {
     409: "FAILED_PRECONDITION",
     412: "FAILED_PRECONDITION",
     413: "RESOURCE_EXHAUSTED",
+    # A document of a type ragplane cannot read (INVALID_ARGUMENT over gRPC).
+    415: "INVALID_ARGUMENT",
     422: "INVALID_ARGUMENT",
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
@@ -1053,3 +1544,55 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise GatewayError("INTERNAL", f"the gateway sent {type(value).__name__}, not an object")
     return value
+
+
+def api_key_for(api_key: str | None = None) -> str | None:
+    """The API key to send: `api_key`, else $RAGPLANE_API_KEY, else the one `ragplane up`
+    wrote to the state dir (<state>/api-key); None when there is none."""
+    if api_key:
+        return api_key
+    if from_env := os.environ.get(API_KEY_ENV, "").strip():
+        return from_env
+    return read_api_key(state_dir())
+
+
+def api_key_metadata(api_key: str) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata carrying `api_key`."""
+    return (("authorization", f"Bearer {api_key}"),)
+
+
+class _ApiKey:
+    def __init__(self, api_key: str) -> None:
+        self._metadata = api_key_metadata(api_key)
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = [*(details.metadata or ()), *self._metadata]
+        return grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            details.wait_for_ready,
+        )
+
+
+class _UnaryUnaryApiKey(_ApiKey, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+class _UnaryStreamApiKey(_ApiKey, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation, client_call_details, request):
+        return await continuation(self._details(client_call_details), request)
+
+
+def api_key_interceptors(api_key: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that add `authorization: Bearer <key>` to every call of a channel
+    (open_channel's `interceptors`), for code that calls the gateway's stub itself. Two
+    objects: grpc.aio files an interceptor under the first call kind it implements only,
+    so one object implementing both would never see the streaming calls (Ask)."""
+    return [_UnaryUnaryApiKey(api_key), _UnaryStreamApiKey(api_key)]
+
+
+def _read_file(path: str | Path | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()

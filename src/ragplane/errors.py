@@ -22,6 +22,18 @@ class UnsupportedMediaType(InvalidArgument):
     """A document of a type ragplane does not read (INVALID_ARGUMENT; HTTP 415)."""
 
 
+class Unauthenticated(RagplaneError):
+    """No API key, or one that is not (or no longer) valid (HTTP 401)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(RagplaneError):
+    """The key's role does not allow the call (HTTP 403)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class NotFound(RagplaneError):
     code = grpc.StatusCode.NOT_FOUND
 

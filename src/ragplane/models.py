@@ -406,6 +406,10 @@ def _convert_into(target: Path, model: CatalogueModel) -> None:
     tmp.chmod(0o755)  # mkdtemp makes it private; the folder is shared like any model
     try:
         _convert(gguf_file(model, join), tmp)
+        for file in tmp.iterdir():
+            # Readable by a service running as another user from a models volume:
+            # transformers writes the weights 0600.
+            file.chmod(0o644)
         manifest = {
             "model_id": model.id,
             "revision": model.revision,

@@ -15,6 +15,13 @@ import re
 _WORD = re.compile(r"(?:--)?[A-Za-z0-9](?:[\w.\-]*[A-Za-z0-9])?")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+_CODE_WORD = re.compile(r"[A-Za-z_][\w.]*[A-Za-z0-9_]")
+_CAMEL = re.compile(r"[a-z][A-Z][a-z]")
+_DOTTED = re.compile(r"[a-z_]{2,}(?:\.[a-z_]{2,})+")
+# Upper-case words this long, or several in a row, are code or SQL, not acronyms (WAL,
+# JSON, HTTP).
+_LONG_UPPER = re.compile(r"[A-Z]{6,}")
+_UPPER_RUN = re.compile(r"\b[A-Z]{2,}(?:[ \t]+[A-Z]{2,})+\b")
 # Calendar words are capitalised but name no thing: documents write dates as 2026-02-11.
 _CALENDAR = frozenset(
     "january february march april may june july august september october november december"
@@ -53,6 +60,22 @@ def identifier_terms(query: str, compounds: bool = True) -> list[str]:
         if _is_identifier(word) or (compounds and _is_compound(word))
     ]
     return list(dict.fromkeys(t for t in terms if not t.isdigit()))
+
+
+def exact_terms(query: str) -> list[str]:
+    """What in a query only an exact match finds, for choosing how to rank it: the strict
+    identifiers (identifier_terms without hyphenated words), camelCase names
+    (PQgetResult), dotted names (plpy.execute), calls (format()), long upper-case words
+    (TRUNCATE, PGHOSTADDR) and runs of upper-case words (ALTER SYSTEM), as users write
+    code and SQL. Acronyms (WAL, JSON) and capitalised words are plain language."""
+    terms = identifier_terms(query, compounds=False)
+    terms += [m.group() for m in _UPPER_RUN.finditer(query)]
+    for match in _CODE_WORD.finditer(query):
+        word = match.group()
+        call = query.startswith("()", match.end())
+        if call or _CAMEL.search(word) or _DOTTED.fullmatch(word) or _LONG_UPPER.fullmatch(word):
+            terms.append(word)
+    return list(dict.fromkeys(terms))
 
 
 def normal(text: str) -> str:

@@ -19,8 +19,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from ragplane import channels, telemetry
-from ragplane.config import env_float
+from ragplane import channels, telemetry, tls
+from ragplane.config import env_float, env_str
 from ragplane.errors import ConfigError, InvalidArgument, RagplaneError
 
 log = logging.getLogger(__name__)
@@ -203,27 +203,47 @@ async def serve(
     register: Callable[[grpc.aio.Server], Sequence[str]],
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ready: Callable[[], Awaitable[bool]] | None = None,
+    *,
+    credentials: grpc.ServerCredentials | None = None,
+    public: bool = False,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Run a service until SIGTERM or SIGINT, then stop accepting, drain and exit.
 
     `register` adds the servicers and returns their full service names. `ready`, asked
     every second, says whether the dependencies the service cannot work without are up:
     health is NOT_SERVING while it says no, so Kubernetes routes calls elsewhere.
+    `credentials` secure the port; without them a service's port uses the services'
+    mutual TLS (RAGPLANE_TLS_*) when configured, the `public` one (the gateway's) never.
+    With RAGPLANE_HEALTH_ADDR, health alone is also served in plaintext there: the
+    kubelet's gRPC probes cannot speak TLS.
     """
     grace = env_float("RAGPLANE_SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0.0)
-    server = grpc.aio.server(interceptors=[ServiceInterceptor(name)], options=server_options())
+    # `interceptors` run inside ServiceInterceptor, which maps what they raise to statuses.
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(name), *interceptors], options=server_options()
+    )
     service_names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    if server.add_insecure_port(address) == 0:
+    if credentials is None and not public and (internal := tls.internal_tls()) is not None:
+        credentials = internal.server_credentials()
+    if credentials is not None:
+        bound = server.add_secure_port(address, credentials)
+    else:
+        bound = server.add_insecure_port(address)
+    if bound == 0:
         raise OSError(f"{name}: cannot listen on {address}")
+    health_server = _health_server(name, health_servicer)
     await server.start()
+    if health_server is not None:
+        await health_server.start()
     for service in ["", *service_names]:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    log.info("%s serving on %s", name, address)
+    log.info("%s serving on %s (%s)", name, address, "TLS" if credentials else "plaintext")
     readiness = (
         asyncio.create_task(_follow_readiness(name, ready, health_servicer, service_names))
         if ready is not None
@@ -241,10 +261,25 @@ async def serve(
         readiness.cancel()
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace)
+    if health_server is not None:
+        await health_server.stop(0)
     if on_shutdown is not None:
         await on_shutdown()
     telemetry.shutdown_telemetry()
     log.info("%s stopped", name)
+
+
+def _health_server(name: str, servicer: health.aio.HealthServicer) -> grpc.aio.Server | None:
+    """A plaintext server of grpc.health.v1 alone on RAGPLANE_HEALTH_ADDR, sharing the
+    service's statuses (None when unset): it tells only SERVING or not."""
+    address = env_str("RAGPLANE_HEALTH_ADDR", "")
+    if not address:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    if server.add_insecure_port(address) == 0:
+        raise OSError(f"{name}: cannot listen on {address} (RAGPLANE_HEALTH_ADDR)")
+    return server
 
 
 async def _follow_readiness(

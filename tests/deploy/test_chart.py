@@ -35,6 +35,8 @@ OPENAI_VARIANT = (
     "maxMessageBytes=134217728",
 )
 RENDERS = {"default": (), "production": ("-f", str(PRODUCTION))}
+# Both TLS Secrets (the production render has them too, without a client CA).
+TLS_VARIANT = ("tls.gateway.secretName=rp-gateway-tls", "tls.internal.secretName=rp-internal-tls")
 
 
 def tool(name: str) -> str:
@@ -169,9 +171,6 @@ def test_manifests_pass_checkov(values, tmp_path: Path):
     manifest = tmp_path / f"{values}.yaml"
     manifest.write_text(_template(RENDERS[values]))
     skips = checkov_skips()
-    if values == "default":
-        # NetworkPolicy is opt-in (see .checkov.yaml); the production render must pass it.
-        skips.append("CKV2_K8S_6")
     result = subprocess.run(
         [
             tool("checkov"),
@@ -241,6 +240,9 @@ def test_the_code_reading_variables_is_found():
         pytest.param(lambda: render("default"), id="default"),
         pytest.param(lambda: render("production"), id="production"),
         pytest.param(lambda: render("default", *OPENAI_VARIANT), id="openai-backend"),
+        pytest.param(
+            lambda: render("default", "tls.gateway.clientCAKey=ca.crt", *TLS_VARIANT), id="tls"
+        ),
     ],
 )
 def test_every_ragplane_and_otel_variable_the_chart_sets_is_read_by_the_code(docs):
@@ -269,8 +271,56 @@ def test_each_service_listens_where_its_ports_probes_and_service_point(values):
         assert not metrics.startswith(("127.", "localhost")), metrics
         assert port_of(address) == ports["grpc"]
         assert port_of(metrics) == ports["metrics"]
+        # A TLS gRPC port (production) has the probes ask the plaintext health port.
+        probed = ports["grpc"]
+        if "RAGPLANE_HEALTH_ADDR" in variables:
+            probed = port_of(variables["RAGPLANE_HEALTH_ADDR"])
+            assert probed == ports["health"] and probed not in (ports["grpc"], ports["metrics"])
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert c[probe]["grpc"]["port"] == ports["grpc"], f"{name} {probe}"
+            assert c[probe]["grpc"]["port"] == probed, f"{name} {probe}"
+
+
+def test_tls_comes_from_secrets_mounted_read_only_where_the_variables_point():
+    docs = render("default", "tls.gateway.clientCAKey=ca.crt", *TLS_VARIANT)
+    for name in SERVICES:
+        pod = deployment(docs, name)["spec"]["template"]["spec"]
+        variables = env(docs, name)
+        secrets = {
+            v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v and "tls" in v["name"]
+        }
+        mounts = {m["name"]: m for m in container(docs, name)["volumeMounts"]}
+        wanted = {"tls-internal": "rp-internal-tls"}
+        files = ["RAGPLANE_TLS_CERT", "RAGPLANE_TLS_KEY", "RAGPLANE_TLS_CA"]
+        if name == "gateway":
+            wanted["tls-public"] = "rp-gateway-tls"
+            files += [
+                "RAGPLANE_GATEWAY_TLS_CERT",
+                "RAGPLANE_GATEWAY_TLS_KEY",
+                "RAGPLANE_GATEWAY_TLS_CLIENT_CA",
+            ]
+        else:
+            assert not any(v.startswith("RAGPLANE_GATEWAY_TLS") for v in variables), name
+        assert {k: v["secretName"] for k, v in secrets.items()} == wanted, name
+        assert all(mounts[volume]["readOnly"] is True for volume in wanted), name
+        folders = {mounts[volume]["mountPath"] for volume in wanted}
+        for variable in files:
+            assert variables[variable].rpartition("/")[0] in folders, f"{name} {variable}"
+        assert variables["RAGPLANE_TLS_SERVER_NAME"] == "ragplane.internal"
+        assert "RAGPLANE_HEALTH_ADDR" in variables, f"{name}: probes cannot speak TLS"
+    # Without the Secrets, nothing of TLS: plaintext, probes on the gRPC port.
+    for name in SERVICES:
+        assert not any("TLS" in v or v == "RAGPLANE_HEALTH_ADDR" for v in env(render(), name))
+
+
+def test_the_jobs_database_comes_from_a_secret_to_the_gateway_only():
+    docs = render("default", "gateway.jobs.dsnSecret.name=rp-jobs-db")
+    assert env(docs, "gateway")["RAGPLANE_GATEWAY_JOBS_DSN"] == {
+        "secretKeyRef": {"name": "rp-jobs-db", "key": "dsn"}
+    }
+    for name in SERVICES:
+        if name != "gateway":
+            assert "RAGPLANE_GATEWAY_JOBS_DSN" not in env(docs, name)
+    assert "RAGPLANE_GATEWAY_JOBS_DSN" not in env(render(), "gateway")
 
 
 @pytest.mark.parametrize("values", [*RENDERS, "openai-backend"])
@@ -379,8 +429,10 @@ def test_the_generator_model_is_named_from_the_catalogue():
     assert "not in the catalogue" in render_fails("generator.model.name=gpt-5")
 
 
-def test_network_policy_lets_only_the_gateway_in_from_outside_the_release():
-    docs = render("production")
+@pytest.mark.parametrize("values", RENDERS)
+def test_network_policy_lets_only_the_gateway_in_from_outside_the_release(values):
+    # On by default; production narrows the gateway's callers to the ingress controller.
+    docs = render(values)
     policies = objects(docs, "NetworkPolicy")
     release = {"app.kubernetes.io/instance": RELEASE, "app.kubernetes.io/name": "ragplane"}
     for name in SERVICES:
@@ -391,13 +443,17 @@ def test_network_policy_lets_only_the_gateway_in_from_outside_the_release():
             if selects(p["spec"]["podSelector"]["matchLabels"], labels)
         ]
         (grpc,) = [r for r in policy["ingress"] if r["ports"][0]["port"] == "grpc"]
-        if name == "gateway":
+        if name == "gateway" and values == "production":
             assert grpc["from"][0]["namespaceSelector"], "the gateway admits its ingress"
+        elif name == "gateway":
+            assert "from" not in grpc, "any source may call the gateway"
+            assert {p["port"] for p in grpc["ports"]} == {"grpc", "http"}
         else:
             assert grpc["from"] == [{"podSelector": {"matchLabels": release}}]
         egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
         assert 53 in egress_ports
-        assert 4317 in egress_ports, "the OTel collector"
+        if values == "production":
+            assert 4317 in egress_ports, "the OTel collector"
         if name == "retriever":
             assert 19530 in egress_ports, "Milvus"
         if name == "gateway":

@@ -118,6 +118,7 @@ async def test_the_installed_service_serves_and_stops_on_sigterm(installed):
     }
     if extra == "gateway":
         settings["RAGPLANE_GATEWAY_HTTP_ADDR"] = f"127.0.0.1:{other_port}"
+        settings["RAGPLANE_GATEWAY_AUTH"] = "disabled"  # no keys file: it only starts
     else:
         # Nothing listens there: the retriever serves and reports Milvus UNAVAILABLE.
         settings["RAGPLANE_MILVUS_URI"] = f"http://127.0.0.1:{milvus_port}"

@@ -63,14 +63,19 @@ app.kubernetes.io/component: {{ .name }}
 {{- end }}
 {{- end }}
 
-{{/* repository:tag or repository@digest; the service's image block overrides `image`. */}}
+{{/* [registry/]repository:tag or [registry/]repository@digest of the service's own image;
+its image block overrides `image`. */}}
 {{- define "ragplane.image" -}}
 {{- $svc := index .root.Values .name }}
 {{- $image := merge (deepCopy (default dict $svc.image)) .root.Values.image }}
+{{- $repository := required (printf "%s.image.repository is required" .name) $image.repository }}
+{{- with $image.registry }}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository }}
+{{- end }}
 {{- if $image.digest }}
-{{- printf "%s@%s" $image.repository $image.digest }}
+{{- printf "%s@%s" $repository $image.digest }}
 {{- else }}
-{{- printf "%s:%s" $image.repository (default .root.Chart.AppVersion $image.tag | toString) }}
+{{- printf "%s:%s" $repository (default .root.Chart.AppVersion $image.tag | toString) }}
 {{- end }}
 {{- end }}
 
@@ -152,6 +157,46 @@ variable the chart already sets (`managed`, the env rendered so far), is refused
 - name: HF_HUB_OFFLINE
   value: "1"
 {{- end }}
+{{- if include "ragplane.publicTls" . }}
+- name: RAGPLANE_GATEWAY_TLS_CERT
+  value: /etc/ragplane/tls/public/tls.crt
+- name: RAGPLANE_GATEWAY_TLS_KEY
+  value: /etc/ragplane/tls/public/tls.key
+{{- with $root.Values.tls.gateway.clientCAKey }}
+- name: RAGPLANE_GATEWAY_TLS_CLIENT_CA
+  value: {{ printf "/etc/ragplane/tls/public/%s" . | quote }}
+{{- end }}
+{{- end }}
+{{- if $root.Values.tls.internal.secretName }}
+- name: RAGPLANE_TLS_CERT
+  value: /etc/ragplane/tls/internal/tls.crt
+- name: RAGPLANE_TLS_KEY
+  value: /etc/ragplane/tls/internal/tls.key
+- name: RAGPLANE_TLS_CA
+  value: /etc/ragplane/tls/internal/ca.crt
+- name: RAGPLANE_TLS_SERVER_NAME
+  value: {{ $root.Values.tls.internal.serverName | quote }}
+{{- end }}
+{{- if include "ragplane.grpcTls" . }}
+- name: RAGPLANE_HEALTH_ADDR
+  value: {{ printf "%s:%v" $root.Values.listenHost $root.Values.tls.healthPort | quote }}
+{{- end }}
+{{- end }}
+
+{{- /*
+"true" when the service (dict "root" $ "name" <service>) is the gateway with a public TLS
+Secret; "" otherwise.
+*/}}
+{{- define "ragplane.publicTls" -}}
+{{- if and (eq .name "gateway") .root.Values.tls.gateway.secretName }}true{{ end }}
+{{- end }}
+
+{{- /*
+"true" when the service's gRPC port is TLS: the gateway's with its public Secret, the
+others' with the internal one (the gateway's public port never takes internal mTLS).
+*/}}
+{{- define "ragplane.grpcTls" -}}
+{{- if or (include "ragplane.publicTls" .) (and (ne .name "gateway") .root.Values.tls.internal.secretName) }}true{{ end }}
 {{- end }}
 
 {{- define "ragplane.embedder.env" -}}
@@ -263,8 +308,38 @@ variable the chart already sets (`managed`, the env rendered so far), is refused
 {{- define "ragplane.gateway.env" -}}
 - name: RAGPLANE_GATEWAY_HTTP_ADDR
   value: {{ printf "0.0.0.0:%v" .Values.gateway.httpPort | quote }}
+{{- if .Values.gateway.auth.disabled }}
+- name: RAGPLANE_GATEWAY_AUTH
+  value: disabled
+{{- else }}
+- name: RAGPLANE_GATEWAY_API_KEYS_FILE
+  value: {{ printf "/etc/ragplane/keys/%s" .Values.gateway.auth.secretKey | quote }}
+{{- end }}
+{{- with .Values.gateway.jobs.dsnSecret.name }}
+- name: RAGPLANE_GATEWAY_JOBS_DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.gateway.jobs.dsnSecret.key }}
+{{- end }}
+{{- /* Rate and stream counters are per replica: the release-wide figures, divided. */}}
+{{- $q := .Values.gateway.quotas }}
+{{- $replicas := max 1 (int (ternary .Values.gateway.autoscaling.minReplicas .Values.gateway.replicas .Values.gateway.autoscaling.enabled)) }}
+- name: RAGPLANE_GATEWAY_KEY_REQUESTS_PER_SECOND
+  value: {{ divf $q.keyRequestsPerSecond $replicas | quote }}
+- name: RAGPLANE_GATEWAY_KEY_BURST
+  value: {{ max 1 (div (int $q.keyBurst) $replicas) | quote }}
+- name: RAGPLANE_GATEWAY_KEY_MAX_STREAMS
+  value: {{ ternary 0 (max 1 (div (int $q.keyMaxStreams) $replicas)) (eq (int $q.keyMaxStreams) 0) | quote }}
+- name: RAGPLANE_GATEWAY_TENANT_MAX_CHUNKS
+  value: {{ int $q.tenantMaxChunks | quote }}
 {{- range $name := list "embedder" "retriever" "generator" }}
 - name: RAGPLANE_GATEWAY_{{ upper $name }}_TARGET
   value: {{ printf "%s:%v" (include "ragplane.componentName" (dict "root" $ "name" $name)) (index $.Values $name).port | quote }}
 {{- end }}
+{{- end }}
+
+{{/* The Secret holding the gateway's API keys file. */}}
+{{- define "ragplane.apiKeysSecret" -}}
+{{- .Values.gateway.auth.secretName | default (printf "%s-api-keys" (include "ragplane.fullname" .)) }}
 {{- end }}

@@ -13,6 +13,13 @@ dict "root" $ "name" <service> "env" <the service's own env, a YAML list>.
 {{- $gpus = int $svc.gpu.count }}
 {{- end }}
 {{- $models := and $root.Values.models.enabled (ne $name "gateway") }}
+{{- $publicTls := include "ragplane.publicTls" . }}
+{{- $internalTls := $root.Values.tls.internal.secretName }}
+{{- /* The kubelet's gRPC probes cannot speak TLS: they ask the plaintext health port. */}}
+{{- $probePort := $svc.port }}
+{{- if include "ragplane.grpcTls" . }}
+{{- $probePort = $root.Values.tls.healthPort }}
+{{- end }}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -87,6 +94,11 @@ spec:
             - name: metrics
               containerPort: {{ $svc.metricsPort }}
               protocol: TCP
+            {{- if include "ragplane.grpcTls" . }}
+            - name: health
+              containerPort: {{ $root.Values.tls.healthPort }}
+              protocol: TCP
+            {{- end }}
           env:
             {{- $managed := printf "%s\n%s" (include "ragplane.commonEnv" . | trim) (.env | trim) }}
             {{- $managed | nindent 12 }}
@@ -96,23 +108,23 @@ spec:
             {{- with $root.Values.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
-          # grpc.health.v1 on the service port: SERVING once the model is loaded,
-          # NOT_SERVING while it drains on SIGTERM.
+          # grpc.health.v1 on the service port (the health port when that is TLS):
+          # SERVING once the model is loaded, NOT_SERVING while it drains on SIGTERM.
           startupProbe:
             grpc:
-              port: {{ $svc.port }}
+              port: {{ $probePort }}
             periodSeconds: {{ $svc.startupProbe.periodSeconds }}
             failureThreshold: {{ $svc.startupProbe.failureThreshold }}
             timeoutSeconds: 5
           readinessProbe:
             grpc:
-              port: {{ $svc.port }}
+              port: {{ $probePort }}
             periodSeconds: {{ $svc.readinessProbe.periodSeconds }}
             failureThreshold: {{ $svc.readinessProbe.failureThreshold }}
             timeoutSeconds: 5
           livenessProbe:
             grpc:
-              port: {{ $svc.port }}
+              port: {{ $probePort }}
             periodSeconds: {{ $svc.livenessProbe.periodSeconds }}
             failureThreshold: {{ $svc.livenessProbe.failureThreshold }}
             timeoutSeconds: 5
@@ -145,6 +157,22 @@ spec:
             - name: shm
               mountPath: /dev/shm
             {{- end }}
+            {{- if $publicTls }}
+            - name: tls-public
+              mountPath: /etc/ragplane/tls/public
+              readOnly: true
+            {{- end }}
+            {{- if $internalTls }}
+            - name: tls-internal
+              mountPath: /etc/ragplane/tls/internal
+              readOnly: true
+            {{- end }}
+            {{- if and (eq $name "gateway") (not $root.Values.gateway.auth.disabled) }}
+            {{- /* A folder, not a subPath: a changed Secret shows through. */}}
+            - name: api-keys
+              mountPath: /etc/ragplane/keys
+              readOnly: true
+            {{- end }}
       volumes:
         - name: state
           emptyDir:
@@ -163,6 +191,25 @@ spec:
           emptyDir:
             medium: Memory
             sizeLimit: {{ $svc.shmSizeLimit }}
+        {{- end }}
+        {{- /* Readable by the pod's group (fsGroup) only; read at start-up. */}}
+        {{- if $publicTls }}
+        - name: tls-public
+          secret:
+            secretName: {{ $root.Values.tls.gateway.secretName }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if $internalTls }}
+        - name: tls-internal
+          secret:
+            secretName: {{ $internalTls }}
+            defaultMode: 0440
+        {{- end }}
+        {{- if and (eq $name "gateway") (not $root.Values.gateway.auth.disabled) }}
+        - name: api-keys
+          secret:
+            secretName: {{ include "ragplane.apiKeysSecret" $root }}
+            defaultMode: 0440
         {{- end }}
       {{- with $svc.nodeSelector }}
       nodeSelector:
@@ -241,7 +288,8 @@ spec:
     matchLabels:
       {{- include "ragplane.componentSelectorLabels" . | nindent 6 }}
 {{- end }}
-{{- if $svc.autoscaling.enabled }}
+{{- /* mode "keda": KEDA makes the HPA from the ScaledObject (scaledobjects.yaml). */}}
+{{- if and $svc.autoscaling.enabled (ne (include "ragplane.autoscalingMode" .) "keda") }}
 ---
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
@@ -258,7 +306,9 @@ spec:
   minReplicas: {{ $svc.autoscaling.minReplicas }}
   maxReplicas: {{ $svc.autoscaling.maxReplicas }}
   metrics:
-    {{- if $svc.autoscaling.metrics }}
+    {{- if eq (include "ragplane.autoscalingMode" .) "queue" }}
+    {{- include "ragplane.queuePodsMetrics" . | trim | nindent 4 }}
+    {{- else if $svc.autoscaling.metrics }}
     {{- toYaml $svc.autoscaling.metrics | nindent 4 }}
     {{- else }}
     - type: Resource

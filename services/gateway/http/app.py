@@ -23,15 +23,20 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
 from ragplane.config import env_float, env_int, env_str
 from ragplane.errors import ConfigError
+from ragplane.gateway.auth import Authenticator
 from ragplane.gateway.clients import Backends
 from ragplane.gateway.collections import Collections
 from ragplane.gateway.http import errors
+from ragplane.gateway.http.auth import AuditTrail
 from ragplane.gateway.http.collections import CollectionServing
+from ragplane.gateway.http.jobs import JobServing
 from ragplane.gateway.http.middleware import BodyLimit, RequestMetrics
 from ragplane.gateway.http.router import router
 from ragplane.gateway.http.serving import HttpServing
 from ragplane.gateway.indexing import IndexingPipeline
+from ragplane.gateway.jobs import IngestJobs
 from ragplane.gateway.query import QueryPipeline
+from ragplane.tls import ServerTls
 
 if TYPE_CHECKING:  # server.py imports this module
     from ragplane.gateway.server import GatewaySettings
@@ -76,8 +81,12 @@ def create_app(
     serving: HttpServing | None,
     settings: HttpSettings | None = None,
     collections: CollectionServing | None = None,
+    jobs: JobServing | None = None,
+    *,
+    auth: Authenticator | None = None,
 ) -> FastAPI:
-    """The ASGI app; without `serving` it only describes itself (tools/openapi.py)."""
+    """The ASGI app; without `serving` it only describes itself (tools/openapi.py).
+    Without `auth` every /v1 route answers 401."""
     settings = settings or HttpSettings(DEFAULT_ADDRESS, 1024 * 1024, 300.0, 10.0)
     app = FastAPI(
         title="ragplane gateway",
@@ -91,6 +100,8 @@ def create_app(
     )
     app.state.serving = serving
     app.state.collections = collections
+    app.state.jobs = jobs
+    app.state.auth = auth
     app.state.max_timeout = settings.max_timeout
     app.include_router(router)
     errors.install(app)
@@ -99,6 +110,8 @@ def create_app(
         BodyLimit, max_bytes=settings.max_body_bytes, upload_max_bytes=settings.max_upload_bytes
     )
     app.add_middleware(errors.ErrorResponses)
+    # Outside ErrorResponses: it logs the status every write or admin call got.
+    app.add_middleware(AuditTrail)
     app.add_middleware(RequestMetrics)
     # One SERVER span per request, child of the caller's traceparent; the pipeline's
     # stage spans and the outgoing gRPC calls hang under it.
@@ -116,8 +129,9 @@ class _Server(uvicorn.Server):
 class HttpServer:
     """uvicorn in the gateway's event loop, on a socket bound before it starts."""
 
-    def __init__(self, app: FastAPI, settings: HttpSettings) -> None:
+    def __init__(self, app: FastAPI, settings: HttpSettings, tls: ServerTls | None = None) -> None:
         self._settings = settings
+        self._tls = tls
         self._socket = _bind(settings.address)
         config = uvicorn.Config(
             app,
@@ -127,6 +141,7 @@ class HttpServer:
             ws="none",
             server_header=False,
             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
+            **(tls.uvicorn_options() if tls else {}),
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -138,7 +153,8 @@ class HttpServer:
                 self._task.result()
                 raise OSError(f"the HTTP API did not start on {self._settings.address}")
             await asyncio.sleep(0.01)
-        log.info("gateway HTTP API on %s", self._settings.address)
+        scheme = "https" if self._tls else "http"
+        log.info("gateway HTTP API on %s://%s", scheme, self._settings.address)
 
     async def stop(self) -> None:
         """Stops accepting, lets requests in flight finish (up to the shutdown grace)."""
@@ -161,7 +177,12 @@ def _bind(address: str) -> socket.socket:
 
 
 async def start_http(
-    gateway: GatewaySettings, query: QueryPipeline, backends: Backends
+    gateway: GatewaySettings,
+    query: QueryPipeline,
+    backends: Backends,
+    jobs: IngestJobs | None = None,
+    *,
+    auth: Authenticator | None = None,
 ) -> HttpServer:
     """Starts the HTTP API beside the gRPC server, its own settings from the environment;
     stop it on shutdown."""
@@ -171,6 +192,9 @@ async def start_http(
         Collections(backends, gateway.timeouts, gateway.default_collection),
         IndexingPipeline(backends, gateway.timeouts, gateway.chunk_tokens),
     )
-    server = HttpServer(create_app(serving, settings, collections), settings)
+    job_serving = JobServing(jobs) if jobs is not None else None
+    server = HttpServer(
+        create_app(serving, settings, collections, job_serving, auth=auth), settings, gateway.tls
+    )
     await server.start()
     return server

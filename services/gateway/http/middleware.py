@@ -58,13 +58,17 @@ class BodyLimit:
 
 
 def _is_upload(scope: Scope) -> bool:
-    """POST /v1/collections/{name}/documents: files, under their own limit."""
+    """POST /v1/collections/{name}/documents and the ingestion jobs' documents
+    (/v1/collections/{name}/jobs[/upload], /v1/jobs/{id}/documents): files, under their
+    own limit."""
     parts = scope["path"].strip("/").split("/")
-    return (
-        scope["method"] == "POST"
-        and len(parts) == 4
-        and parts[:2] == ["v1", "collections"]
-        and (parts[3] == "documents")
+    if scope["method"] != "POST":
+        return False
+    if parts[:2] == ["v1", "jobs"]:
+        return len(parts) == 4 and parts[3] == "documents"
+    return parts[:2] == ["v1", "collections"] and (
+        (len(parts) == 4 and parts[3] in ("documents", "jobs"))
+        or (len(parts) == 5 and parts[3:] == ["jobs", "upload"])
     )
 
 

@@ -520,6 +520,94 @@ class UploadResponse(BaseModel):
     data: list[UploadResult] = Field(description="One per file, in the order sent.")
 
 
+# ---- ingestion jobs ----
+
+JobStatus = Literal["receiving", "queued", "running", "succeeded", "failed", "cancelled"]
+
+
+class JobDocument(StrictModel):
+    """A document of a job: text in `content`, or any bytes (PDF, DOCX) in
+    `content_base64`."""
+
+    doc_id: str
+    content: str | None = Field(default=None, description="UTF-8 text.")
+    content_base64: str | None = Field(default=None, description="The bytes, base64.")
+    source: str = ""
+    title: str = ""
+    media_type: str = Field(default="", description="Guessed from source when empty.")
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class JobCreateRequest(StrictModel):
+    documents: list[JobDocument] = Field(
+        default_factory=list, description="At most 1000; more with more_documents."
+    )
+    delete_missing: bool = Field(
+        default=False,
+        description="A sync: the collection's documents under doc_id_prefix that the job "
+        "does not name are deleted once its documents are in.",
+    )
+    doc_id_prefix: str = ""
+    more_documents: bool = Field(
+        default=False,
+        description="Keep the job open: add documents with POST /v1/jobs/{id}/documents, "
+        "the last call with last=true.",
+    )
+
+
+class JobDocumentsRequest(StrictModel):
+    documents: list[JobDocument] = Field(default_factory=list)
+    last: bool = Field(default=False, description="The last documents: the job is queued.")
+
+
+class JobCounts(BaseModel):
+    total: int = Field(description="The job's documents (a sync's deletions not included).")
+    pending: int
+    written: int
+    unchanged: int
+    failed: int
+    deleted: int = Field(description="Gone from the source, deleted from the collection.")
+    chunks_written: int
+    chunks_deleted: int
+
+
+class JobDocumentResult(BaseModel):
+    doc_id: str
+    status: Literal["pending", "written", "unchanged", "failed", "deleted"]
+    chunks_written: int
+    chunks_deleted: int
+    error: str | None = None
+
+
+class JobObject(BaseModel):
+    object: Literal["ingest_job"] = "ingest_job"
+    id: str
+    collection: str
+    status: JobStatus
+    delete_missing: bool
+    doc_id_prefix: str
+    counts: JobCounts
+    error: str | None = None
+    cancel_requested: bool = Field(description="The job stops after its current sub-batch.")
+    create_time: str | None
+    start_time: str | None
+    finish_time: str | None
+    attempts: int = Field(description="More than 1: resumed after a gateway stopped or died.")
+    documents: list[JobDocumentResult] | None = Field(
+        default=None, description="GET /v1/jobs/{id} only: a page of outcomes, by position."
+    )
+    next_page_token: str | None = Field(
+        default=None, description="GET /v1/jobs/{id}: the next page of documents; null: last."
+    )
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobObject] = Field(description="Newest first.")
+    next_page_token: str | None = None
+
+
 # ---- errors ----
 
 

@@ -4,7 +4,7 @@ serving.py and writes the response (JSON, or server-sent events for a streamed a
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
@@ -12,7 +12,9 @@ from fastapi.responses import StreamingResponse
 
 from ragplane.gateway.http import errors
 from ragplane.gateway.http import protocol as p
+from ragplane.gateway.http.auth import authorize, open_stream
 from ragplane.gateway.http.collections import CollectionServing, UploadedFile
+from ragplane.gateway.http.jobs import JobServing
 from ragplane.gateway.http.serving import HttpServing, InvalidParam
 
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -21,11 +23,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": p.ErrorResponse, "description": description}
     for status, description in {
         400: "Invalid request: bad input, over a limit, malformed JSON.",
+        401: "No API key (`Authorization: Bearer <key>`), or an unknown or revoked one.",
+        403: "The API key's role does not allow the route.",
         404: "Unknown collection (chat: model), document or route.",
         409: "The collection was made with another embedding model than the embedder runs.",
         413: "The request body is too large.",
         415: "Uploads only: a file of a type ragplane cannot read (named in the message).",
-        429: "A service's queue is full; retry after Retry-After seconds.",
+        429: "A queue is full or a quota is spent (the key's rate or streams, the "
+        "tenant's storage); retry after Retry-After seconds.",
         503: "A service behind the gateway is unavailable.",
         504: "The request's deadline (X-Request-Timeout or the server's) passed.",
     }.items()
@@ -38,7 +43,8 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
     }
 }
 
-router = APIRouter(prefix="/v1", responses=ERRORS)
+# Every route: authenticated and authorized by its name (auth.HTTP_ROLES) first.
+router = APIRouter(prefix="/v1", responses=ERRORS, dependencies=[Depends(authorize)])
 
 
 def serving(request: Request) -> HttpServing:
@@ -72,13 +78,20 @@ Budget = Annotated[float | None, Depends(budget)]
 
 
 @router.post("/chat/completions", response_model=p.ChatCompletion, responses=SSE_RESPONSE)
-async def chat_completions(body: p.ChatCompletionRequest, serving: Serving, budget: Budget):
+async def chat_completions(
+    body: p.ChatCompletionRequest, serving: Serving, budget: Budget, request: Request
+):
     """Answers the last user message from the collection named by `model`, with citations."""
     if not body.stream:
         return await serving.chat(body, budget)
-    chunks = await serving.open_chat_stream(body, budget)
+    slot = open_stream(request)  # one of the key's streams, until the last event
+    try:
+        chunks = await serving.open_chat_stream(body, budget)
+    except BaseException:
+        slot.close()
+        raise
     return StreamingResponse(
-        server_sent_events(chunks),
+        server_sent_events(chunks, slot.close),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -196,13 +209,91 @@ async def delete_document(
     return await serving.delete(name, doc_id, budget)
 
 
-async def server_sent_events(chunks: AsyncIterator[p.ChatCompletionChunk]) -> AsyncIterator[str]:
+# ---- ingestion jobs (http/jobs.py) ----
+
+
+def job_serving(request: Request) -> JobServing:
+    return request.app.state.jobs
+
+
+JobsServing = Annotated[JobServing, Depends(job_serving)]
+
+
+@router.post("/collections/{name}/jobs", response_model=p.JobObject, status_code=202)
+async def create_job(name: str, body: p.JobCreateRequest, serving: JobsServing) -> p.JobObject:
+    """Accepts documents (JSON) as an ingestion job that any gateway replica runs and
+    reports on (202); with delete_missing, a sync."""
+    return await serving.create(name, body)
+
+
+@router.post("/collections/{name}/jobs/upload", response_model=p.JobObject, status_code=202)
+async def upload_job(
+    name: str,
+    serving: JobsServing,
+    files: Annotated[list[UploadFile], File(description="The documents; doc_id: file name.")],
+    tags: Annotated[list[str], Form(description="Tags for every file (repeatable).")] = [],  # noqa: B006
+    metadata: Annotated[
+        str | None, Form(description='A JSON object of strings: {"owner": "…"}.')
+    ] = None,
+    delete_missing: Annotated[bool, Form(description="A sync (see the JSON route).")] = False,
+    doc_id_prefix: Annotated[str, Form()] = "",
+    more_documents: Annotated[bool, Form()] = False,
+) -> p.JobObject:
+    """Uploaded files (multipart/form-data) as an ingestion job (202)."""
+    uploaded = [UploadedFile(f.filename or "", f.content_type or "", await f.read()) for f in files]
+    return await serving.upload(
+        name, uploaded, tags, metadata, delete_missing, doc_id_prefix, more_documents
+    )
+
+
+@router.post("/jobs/{job_id}/documents", response_model=p.JobObject)
+async def add_job_documents(
+    job_id: str, body: p.JobDocumentsRequest, serving: JobsServing
+) -> p.JobObject:
+    """Adds documents to a job created with more_documents; last=true queues it."""
+    return await serving.add(job_id, body)
+
+
+@router.get("/jobs", response_model=p.JobList)
+async def list_jobs(
+    serving: JobsServing,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Jobs per page.")] = 100,
+    page_token: Annotated[str, Query(description="The previous page's next_page_token.")] = "",
+    status: Annotated[str, Query(description="Only jobs in this status.")] = "",
+) -> p.JobList:
+    """The caller's ingestion jobs, newest first."""
+    return await serving.list_jobs(limit, page_token, status)
+
+
+@router.get("/jobs/{job_id}", response_model=p.JobObject)
+async def get_job(
+    job_id: str,
+    serving: JobsServing,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Document outcomes per page.")] = 100,
+    page_token: Annotated[str, Query(description="The previous page's next_page_token.")] = "",
+) -> p.JobObject:
+    """A job: status, counts, times and a page of its documents' outcomes (404 if absent)."""
+    return await serving.get(job_id, limit, page_token)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=p.JobObject)
+async def cancel_job(job_id: str, serving: JobsServing) -> p.JobObject:
+    """Cancels a job: at once if it waits, else after its current sub-batch."""
+    return await serving.cancel(job_id)
+
+
+async def server_sent_events(
+    chunks: AsyncIterator[p.ChatCompletionChunk], on_close: Callable[[], object] = lambda: None
+) -> AsyncIterator[str]:
     """OpenAI's framing: `data: <json>` and a blank line per chunk, then `data: [DONE]`;
-    an error once the stream has begun is one `data: {"error": ...}` event, and no [DONE]."""
+    an error once the stream has begun is one `data: {"error": ...}` event, and no [DONE].
+    `on_close` runs when the stream ends, however it ends."""
     try:
         async for chunk in chunks:
             yield f"data: {chunk.model_dump_json()}\n\n"
     except Exception as exc:  # noqa: BLE001 - the status line is already sent
         yield f"data: {errors.stream_error(exc)}\n\n"
         return
+    finally:
+        on_close()
     yield "data: [DONE]\n\n"

@@ -1,14 +1,17 @@
 """`ragplane up | down | status | ingest PATH... | ask QUESTION | delete DOC_ID |
-collections [list | create NAME | describe NAME | drop NAME] | documents [COLLECTION]`.
+collections [list | create NAME | describe NAME | drop NAME] | documents [COLLECTION] |
+sync FOLDER | jobs [list | show ID | watch ID | cancel ID] | keys [create | list | revoke]`.
 
 ingest, ask, delete, collections and documents go through ragplane.client to the local
-stack's gateway, or to another with --gateway HOST:PORT ($RAGPLANE_GATEWAY) or --http URL."""
+stack's gateway, or to another with --gateway HOST:PORT ($RAGPLANE_GATEWAY) or --http URL;
+over TLS with --tls or --ca FILE ($RAGPLANE_GATEWAY_CA)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,9 +33,11 @@ from ragplane.client import (
     IngestResult,
     IngestStatus,
     SearchMode,
+    api_key_for,
+    api_key_interceptors,
 )
 from ragplane.config import DEFAULT_PORTS, env_int, env_str, state_dir
-from ragplane.ops import processes, stack
+from ragplane.ops import keys_cli, processes, stack
 from ragplane.telemetry import METRICS_PORTS
 from ragplane.v1 import (
     embedder_pb2,
@@ -65,6 +70,9 @@ GATEWAY_COMMANDS = {
     "delete": "remove a document's chunks",
     "collections": "list collections, or create, describe or drop one",
     "documents": "list a collection's documents",
+    "sync": "make a collection match a folder, as a job: changed files re-indexed, "
+    "with --delete-missing those gone deleted",
+    "jobs": "list ingestion jobs, or show, watch or cancel one",
 }
 
 
@@ -83,8 +91,15 @@ def layout_from_env() -> stack.StackLayout:
         name: env_int(f"RAGPLANE_{name.upper()}_METRICS_PORT", port, minimum=1, maximum=65535)
         for name, port in METRICS_PORTS.items()
     }
+    postgres_port = env_int(
+        "RAGPLANE_POSTGRES_PORT", stack.StackLayout.postgres_port, minimum=1, maximum=65535
+    )
     return stack.StackLayout(
-        state_dir=state_dir(), ports=ports, http_port=http_port, metrics_ports=metrics_ports
+        state_dir=state_dir(),
+        ports=ports,
+        http_port=http_port,
+        metrics_ports=metrics_ports,
+        postgres_port=postgres_port,
     )
 
 
@@ -259,11 +274,11 @@ async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
     out.write(f"{'supervisor':<10} {'RUNNING' if supervisor else 'STOPPED':<12} ")
     out.write(f"pid {supervisor or '-'}\n")
     healthy &= supervisor is not None
-    for name in ("milvus", *stack.SERVICES):
+    for name in (*stack.STORES, *stack.SERVICES):
         pid = stack.running_pid(layout, name)
         address = layout.address(name)
-        if name == "milvus":
-            accepting = await processes.port_accepts(layout.host, layout.ports[name])
+        if name in stack.STORES:
+            accepting = await processes.port_accepts(layout.host, layout.port(name))
             state = "SERVING" if accepting else "UNREACHABLE"
         else:
             state = await processes.health_status(address)
@@ -296,13 +311,19 @@ async def _model_of(name: str, address: str) -> str:
 
 
 def gateway_channel(layout: stack.StackLayout) -> grpc.aio.Channel:
-    return open_channel(layout.address("gateway"))
+    """A channel to the stack's gateway whose calls carry the API key (api_key_for)."""
+    key = api_key_for()
+    return open_channel(
+        layout.address("gateway"), interceptors=api_key_interceptors(key) if key else ()
+    )
 
 
 async def _main(args: argparse.Namespace) -> int:
     if args.command in GATEWAY_COMMANDS:
         # A remote gateway needs no local state dir: the layout is only read without one.
         return await _gateway_command(args)
+    if args.command == "keys":
+        return keys_cli.run(args)
     layout = layout_from_env()
     if args.command == "up":
         await stack.up(layout)
@@ -316,15 +337,32 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def gateway_client(args: argparse.Namespace) -> GatewayClient:
-    """--http URL, else --gateway HOST:PORT, else RAGPLANE_GATEWAY, else the local stack's."""
+    """--http URL, else --gateway HOST:PORT, else RAGPLANE_GATEWAY, else the local stack's;
+    TLS with --tls or --ca, a client certificate with --cert and --key."""
+    ca = args.ca or env_str("RAGPLANE_GATEWAY_CA", "") or None
+    cert = args.cert or env_str("RAGPLANE_GATEWAY_CLIENT_CERT", "")
+    key = args.key or env_str("RAGPLANE_GATEWAY_CLIENT_KEY", "")
+    if bool(cert) != bool(key):
+        raise SystemExit("ragplane: --cert and --key go together")
+    client_cert = (cert, key) if cert else None
     if args.http:
-        return HttpClient(args.http)
+        return HttpClient(args.http, ca=ca, client_cert=client_cert, api_key=args.api_key)
     target = args.gateway or env_str("RAGPLANE_GATEWAY", "")
-    return GrpcClient(target or layout_from_env().address("gateway"))
+    return GrpcClient(
+        target or layout_from_env().address("gateway"),
+        tls=args.tls,
+        ca=ca,
+        client_cert=client_cert,
+        api_key=args.api_key,
+    )
 
 
 async def _gateway_command(args: argparse.Namespace) -> int:
-    gateway = gateway_client(args)
+    try:
+        gateway = gateway_client(args)
+    except (OSError, ssl.SSLError) as exc:
+        sys.stderr.write(f"ragplane: cannot read the TLS files: {exc}\n")
+        return 1
     try:
         async with gateway:
             return await _call_gateway(gateway, args)
@@ -340,6 +378,20 @@ async def _gateway_command(args: argparse.Namespace) -> int:
 
 
 async def _call_gateway(gateway: GatewayClient, args: argparse.Namespace) -> int:
+    if args.command in ("sync", "jobs") or (args.command == "ingest" and args.job):
+        from ragplane.ops import jobs_cli  # it imports this module
+
+        if args.command == "jobs":
+            return await jobs_cli.jobs_command(gateway, args.action, args.job_id)
+        job = await jobs_cli.run_job(
+            gateway,
+            args.paths,
+            args.collection,
+            delete_missing=args.command == "sync" and args.delete_missing,
+            doc_id_prefix=getattr(args, "prefix", ""),
+            wait=not args.no_wait,
+        )
+        return 0 if job is not None and job.status != "failed" and not job.counts.failed else 1
     if args.command == "ingest":
         results = await ingest(gateway, args.paths, args.collection)
         return 1 if not results or any(r.status == IngestStatus.FAILED for r in results) else 0
@@ -381,6 +433,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("down", help="stop the supervisor and everything it started")
     sub.add_parser("status", help="health, pid, restarts, address and model of each process")
+    keys_cli.add_parser(sub)
     for name, helptext in GATEWAY_COMMANDS.items():
         cmd = sub.add_parser(name, help=helptext)
         where = cmd.add_mutually_exclusive_group()
@@ -392,9 +445,61 @@ def parser() -> argparse.ArgumentParser:
         where.add_argument(
             "--http", metavar="URL", help="use the gateway's HTTP API at URL instead of gRPC"
         )
+        cmd.add_argument(
+            "--tls",
+            action="store_true",
+            help="TLS to the gateway's gRPC port, trusting the system's CAs (https URLs do TLS)",
+        )
+        cmd.add_argument(
+            "--ca",
+            metavar="FILE",
+            help="trust this CA certificate for the gateway's TLS (default: $RAGPLANE_GATEWAY_CA)",
+        )
+        cmd.add_argument(
+            "--cert",
+            metavar="FILE",
+            help="client certificate, for a gateway that asks for one (with --key; default: "
+            "$RAGPLANE_GATEWAY_CLIENT_CERT)",
+        )
+        cmd.add_argument(
+            "--key",
+            metavar="FILE",
+            help="the client certificate's key (default: $RAGPLANE_GATEWAY_CLIENT_KEY)",
+        )
+        cmd.add_argument(
+            "--api-key",
+            metavar="KEY",
+            help="the gateway API key (default: $RAGPLANE_API_KEY, else the one `ragplane up` "
+            "wrote to the state dir)",
+        )
         cmd.add_argument("--collection", default="", help="collection (gateway default if empty)")
-        if name == "ingest":
+        if name in ("ingest", "sync"):
             cmd.add_argument("paths", nargs="+", type=Path)
+            cmd.add_argument(
+                "--no-wait", action="store_true", help="job: return once the job is accepted"
+            )
+        if name == "ingest":
+            cmd.add_argument(
+                "--job",
+                action="store_true",
+                help="as an ingestion job, with a progress bar (any number of files)",
+            )
+        elif name == "sync":
+            cmd.add_argument(
+                "--delete-missing",
+                action="store_true",
+                help="delete the collection's documents that the folder no longer has",
+            )
+            cmd.add_argument(
+                "--prefix", default="", help="with --delete-missing: only doc_ids under it"
+            )
+        elif name == "jobs":
+            cmd.add_argument(
+                "action", nargs="?", default="list", choices=["list", "show", "watch", "cancel"]
+            )
+            cmd.add_argument("job_id", nargs="?", default="", help="the job (not for list)")
+        if name in ("ingest", "sync", "jobs"):
+            pass
         elif name == "ask":
             cmd.add_argument("question")
             cmd.add_argument("--top-k", type=_count, default=0, help="chunks to retrieve")

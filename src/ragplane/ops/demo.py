@@ -29,7 +29,7 @@ async def run(corpus: Path) -> int:
     await stack.up(layout)
     timings["start"] = time.perf_counter() - t
     try:
-        async with GrpcClient(layout.address("gateway")) as gateway:
+        async with GrpcClient(layout.address("gateway"), api_key=layout.api_key()) as gateway:
             t = time.perf_counter()
             print(f"\nIndexing {corpus} ...")
             await ingest(gateway, [corpus])

@@ -1,4 +1,5 @@
-"""The one-machine stack: Milvus Lite plus the four services as local processes.
+"""The one-machine stack: Milvus Lite, PostgreSQL (the ingestion jobs' store) and the four
+services as local processes.
 
 `ragplane up` starts a detached supervisor (supervisor.py), which starts them (pid files
 and logs under the state dir) and restarts any that dies, as Kubernetes would; `up`
@@ -17,17 +18,29 @@ from pathlib import Path
 
 import psutil
 
+from ragplane import keys
 from ragplane.config import DEFAULT_PORTS
-from ragplane.ops import processes
+from ragplane.ops import postgres, processes
 from ragplane.ops.milvus_lite import milvus_lite_command
 from ragplane.telemetry import METRICS_PORTS
 
 SERVICES = ("embedder", "retriever", "generator", "gateway")
 # Generous: the first start converts the generator's model, and vLLM warms up.
-START_TIMEOUT_S = {"milvus": 60, "embedder": 180, "retriever": 900, "generator": 900, "gateway": 60}
+START_TIMEOUT_S = {
+    "milvus": 60,
+    "postgres": 60,
+    "embedder": 180,
+    "retriever": 900,
+    "generator": 900,
+    "gateway": 60,
+}
 # What `up` waits for, in turn: the gateway reports SERVING only once the services
 # behind it do.
-READY_ORDER = (("milvus",), ("embedder", "retriever", "generator"), ("gateway",))
+READY_ORDER = (("milvus", "postgres"), ("embedder", "retriever", "generator"), ("gateway",))
+# The stores, started before the services and stopped after them.
+STORES = ("milvus", "postgres")
+# Stopped in this order: the gateway first, the stores last.
+STOP_ORDER = ("gateway", "generator", "retriever", "embedder", "postgres", "milvus")
 SUPERVISOR = "supervisor"
 
 
@@ -42,9 +55,16 @@ class StackLayout:
     http_port: int = 50060
     milvus_data_dir: Path | None = None
     host: str = "127.0.0.1"
+    # PostgreSQL, the ingestion jobs' store (RAGPLANE_GATEWAY_JOBS_DSN).
+    postgres_port: int = 50432
 
     def address(self, name: str) -> str:
+        if name == "postgres":
+            return f"{self.host}:{self.postgres_port}"
         return f"{self.host}:{self.ports[name]}"
+
+    def port(self, name: str) -> int:
+        return self.postgres_port if name == "postgres" else self.ports[name]
 
     def http_address(self) -> str:
         return f"{self.host}:{self.http_port}"
@@ -65,6 +85,22 @@ class StackLayout:
 
     def milvus_dir(self) -> Path:
         return self.milvus_data_dir or self.state_dir / "milvus"
+
+    def postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    @property
+    def postgres_password_file(self) -> Path:
+        return self.state_dir / "postgres.password"
+
+    @property
+    def keys_file(self) -> Path:
+        """The gateway's API keys (hashes; ragplane.keys), made by the first `up`."""
+        return self.state_dir / keys.KEYS_FILE
+
+    def api_key(self) -> str | None:
+        """The local tenant's admin key that the first `up` wrote (<state>/api-key)."""
+        return keys.read_api_key(self.state_dir)
 
     @property
     def restarts_file(self) -> Path:
@@ -100,6 +136,10 @@ class StackLayout:
             if name != "gateway":
                 env[f"RAGPLANE_GATEWAY_{name.upper()}_TARGET"] = self.address(name)
         env["RAGPLANE_GATEWAY_HTTP_ADDR"] = self.http_address()
+        env["RAGPLANE_GATEWAY_API_KEYS_FILE"] = str(self.keys_file)
+        env["RAGPLANE_GATEWAY_JOBS_DSN"] = postgres.dsn(
+            self.host, self.postgres_port, self.postgres_password_file
+        )
         env.update(extra or {})
         return env
 
@@ -107,6 +147,10 @@ class StackLayout:
 def command(layout: StackLayout, name: str) -> list[str]:
     if name == "milvus":
         return milvus_lite_command(layout.milvus_dir(), layout.ports["milvus"], layout.host)
+    if name == "postgres":
+        return postgres.command(
+            layout.postgres_dir(), layout.host, layout.postgres_port, layout.postgres_password_file
+        )
     return [sys.executable, "-m", f"ragplane.{name}.server"]
 
 
@@ -154,12 +198,13 @@ def restarts(layout: StackLayout) -> dict[str, int]:
 
 
 async def wait_ready(layout: StackLayout, name: str, pid: int) -> None:
-    """Returns once Milvus accepts connections or a service reports SERVING; raises
-    processes.StartError with the log tail if the process exits or the time runs out."""
-    host, port = layout.host, layout.ports[name]
+    """Returns once a store (Milvus, PostgreSQL) accepts connections or a service reports
+    SERVING; raises processes.StartError with the log tail if the process exits or the
+    time runs out."""
+    host, port = layout.host, layout.port(name)
     await processes.wait_ready(
         (lambda: processes.port_accepts(host, port))
-        if name == "milvus"
+        if name in STORES
         else (lambda: processes.serving(layout.address(name))),
         name=name,
         alive=lambda: processes.pid_alive(pid),
@@ -173,6 +218,8 @@ async def up(layout: StackLayout, env_extra: dict[str, str] | None = None, repor
     """Starts the supervisor unless it runs (it starts whatever is not running yet) and
     waits until everything is ready."""
     supervisor = running_pid(layout, SUPERVISOR)
+    if keys.ensure_local_key(layout.state_dir) is not None:
+        report(f"created an admin API key for tenant '{keys.LOCAL_TENANT}' in {layout.state_dir}")
     if supervisor is None:
         supervisor = start_supervisor(layout, layout.service_env(env_extra))
         report(f"started the supervisor (pid {supervisor}), log {layout.log_file(SUPERVISOR)}")
@@ -208,11 +255,11 @@ def down(layout: StackLayout, timeout: float = 30.0, report=print) -> None:
     anything left: SIGTERM, then SIGKILL after timeout."""
     supervisor = running_pid(layout, SUPERVISOR)
     if supervisor is not None:
-        # Its own stop gives each process `timeout`; five of them, one after another.
-        processes.stop_process_tree(supervisor, 5 * timeout + 10)
+        # Its own stop gives each process `timeout`, one after another.
+        processes.stop_process_tree(supervisor, len(STOP_ORDER) * timeout + 10)
         report(f"stopped the supervisor (pid {supervisor})")
     layout.pid_file(SUPERVISOR).unlink(missing_ok=True)
-    for name in ("gateway", "generator", "retriever", "embedder", "milvus"):
+    for name in STOP_ORDER:
         pid = running_pid(layout, name)
         if pid is not None:
             processes.stop_process_tree(pid, timeout)
@@ -223,7 +270,7 @@ def down(layout: StackLayout, timeout: float = 30.0, report=print) -> None:
 def peak_rss_bytes(layout: StackLayout) -> dict[str, int]:
     """Peak resident memory (VmHWM) of each stack process and its children."""
     peaks: dict[str, int] = {}
-    for name in ("milvus", *SERVICES):
+    for name in (*STORES, *SERVICES):
         pid = running_pid(layout, name)
         if pid is None:
             continue

@@ -1,9 +1,10 @@
 """The one-machine stack's supervisor: what Kubernetes does for a pod, done for local
-processes. `ragplane up` starts it detached; it starts Milvus Lite and the four services,
-restarts any that exits (after a backoff that doubles while it keeps failing, as a
-CrashLoopBackOff does), kills what a dead process left behind (vLLM's engine core), and
-records every restart in the state dir for `ragplane status`. SIGTERM (`ragplane down`)
-stops the services, gateway first, then Milvus, and then itself.
+processes. `ragplane up` starts it detached; it starts Milvus Lite, PostgreSQL (the
+ingestion jobs' store) and the four services, restarts any that exits (after a backoff
+that doubles while it keeps failing, as a CrashLoopBackOff does), kills what a dead
+process left behind (vLLM's engine core), and records every restart in the state dir for
+`ragplane status`. SIGTERM (`ragplane down`) stops the services, gateway first, then
+PostgreSQL and Milvus, and then itself.
 
 Run as `python -m ragplane.ops.supervisor LAYOUT_JSON`; the services get its environment.
 """
@@ -78,9 +79,10 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stopping.set)
         self._write_restarts()
         try:
-            self.children["milvus"] = self._adopt_or_start("milvus")
-            # The services start once Milvus accepts connections, as before.
-            await self._await_milvus()
+            for store in stack.STORES:
+                self.children[store] = self._adopt_or_start(store)
+            # The services start once the stores accept connections.
+            await self._await_stores()
             for name in stack.SERVICES:
                 if not self._stopping.is_set():
                     self.children[name] = self._adopt_or_start(name)
@@ -93,11 +95,12 @@ class Supervisor:
         finally:
             await asyncio.to_thread(self._stop_all)
 
-    async def _await_milvus(self) -> None:
-        deadline = time.monotonic() + stack.START_TIMEOUT_S["milvus"]
-        port = self.layout.ports["milvus"]
+    async def _await_stores(self) -> None:
+        deadline = time.monotonic() + max(stack.START_TIMEOUT_S[s] for s in stack.STORES)
+        ports = [self.layout.port(s) for s in stack.STORES]
         while time.monotonic() < deadline and not self._stopping.is_set():
-            if await processes.port_accepts(self.layout.host, port):
+            accepting = [await processes.port_accepts(self.layout.host, p) for p in ports]
+            if all(accepting):
                 return
             await asyncio.sleep(0.3)
 
@@ -162,8 +165,8 @@ class Supervisor:
         temporary.replace(path)
 
     def _stop_all(self) -> None:
-        """Gateway first, Milvus last; SIGKILL after STOP_TIMEOUT_S."""
-        for name in ("gateway", "generator", "retriever", "embedder", "milvus"):
+        """Gateway first, the stores last; SIGKILL after STOP_TIMEOUT_S."""
+        for name in stack.STOP_ORDER:
             child = self.children.get(name)
             if child is None:
                 continue

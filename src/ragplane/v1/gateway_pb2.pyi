@@ -17,6 +17,8 @@ class IngestStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     INGEST_STATUS_WRITTEN: _ClassVar[IngestStatus]
     INGEST_STATUS_UNCHANGED: _ClassVar[IngestStatus]
     INGEST_STATUS_FAILED: _ClassVar[IngestStatus]
+    INGEST_STATUS_PENDING: _ClassVar[IngestStatus]
+    INGEST_STATUS_DELETED: _ClassVar[IngestStatus]
 
 class AbstainReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,14 +26,33 @@ class AbstainReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ABSTAIN_REASON_NO_HITS: _ClassVar[AbstainReason]
     ABSTAIN_REASON_LOW_RELEVANCE: _ClassVar[AbstainReason]
     ABSTAIN_REASON_UNKNOWN_NAMES: _ClassVar[AbstainReason]
+
+class IngestJobStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INGEST_JOB_STATUS_UNSPECIFIED: _ClassVar[IngestJobStatus]
+    INGEST_JOB_STATUS_RECEIVING: _ClassVar[IngestJobStatus]
+    INGEST_JOB_STATUS_QUEUED: _ClassVar[IngestJobStatus]
+    INGEST_JOB_STATUS_RUNNING: _ClassVar[IngestJobStatus]
+    INGEST_JOB_STATUS_SUCCEEDED: _ClassVar[IngestJobStatus]
+    INGEST_JOB_STATUS_FAILED: _ClassVar[IngestJobStatus]
+    INGEST_JOB_STATUS_CANCELLED: _ClassVar[IngestJobStatus]
 INGEST_STATUS_UNSPECIFIED: IngestStatus
 INGEST_STATUS_WRITTEN: IngestStatus
 INGEST_STATUS_UNCHANGED: IngestStatus
 INGEST_STATUS_FAILED: IngestStatus
+INGEST_STATUS_PENDING: IngestStatus
+INGEST_STATUS_DELETED: IngestStatus
 ABSTAIN_REASON_UNSPECIFIED: AbstainReason
 ABSTAIN_REASON_NO_HITS: AbstainReason
 ABSTAIN_REASON_LOW_RELEVANCE: AbstainReason
 ABSTAIN_REASON_UNKNOWN_NAMES: AbstainReason
+INGEST_JOB_STATUS_UNSPECIFIED: IngestJobStatus
+INGEST_JOB_STATUS_RECEIVING: IngestJobStatus
+INGEST_JOB_STATUS_QUEUED: IngestJobStatus
+INGEST_JOB_STATUS_RUNNING: IngestJobStatus
+INGEST_JOB_STATUS_SUCCEEDED: IngestJobStatus
+INGEST_JOB_STATUS_FAILED: IngestJobStatus
+INGEST_JOB_STATUS_CANCELLED: IngestJobStatus
 
 class Document(_message.Message):
     __slots__ = ("doc_id", "source", "title", "media_type", "content", "tags", "metadata")
@@ -426,3 +447,137 @@ class GatewayServiceUpdateDocumentResponse(_message.Message):
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     document: DocumentInfo
     def __init__(self, document: _Optional[_Union[DocumentInfo, _Mapping]] = ...) -> None: ...
+
+class IngestJobCounts(_message.Message):
+    __slots__ = ("total", "pending", "written", "unchanged", "failed", "deleted", "chunks_written", "chunks_deleted")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    pending: int
+    written: int
+    unchanged: int
+    failed: int
+    deleted: int
+    chunks_written: int
+    chunks_deleted: int
+    def __init__(self, total: _Optional[int] = ..., pending: _Optional[int] = ..., written: _Optional[int] = ..., unchanged: _Optional[int] = ..., failed: _Optional[int] = ..., deleted: _Optional[int] = ..., chunks_written: _Optional[int] = ..., chunks_deleted: _Optional[int] = ...) -> None: ...
+
+class IngestJob(_message.Message):
+    __slots__ = ("id", "collection", "status", "delete_missing", "doc_id_prefix", "counts", "error", "cancel_requested", "create_time", "start_time", "finish_time", "attempts")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MISSING_FIELD_NUMBER: _ClassVar[int]
+    DOC_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    collection: str
+    status: IngestJobStatus
+    delete_missing: bool
+    doc_id_prefix: str
+    counts: IngestJobCounts
+    error: str
+    cancel_requested: bool
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    finish_time: _timestamp_pb2.Timestamp
+    attempts: int
+    def __init__(self, id: _Optional[str] = ..., collection: _Optional[str] = ..., status: _Optional[_Union[IngestJobStatus, str]] = ..., delete_missing: _Optional[bool] = ..., doc_id_prefix: _Optional[str] = ..., counts: _Optional[_Union[IngestJobCounts, _Mapping]] = ..., error: _Optional[str] = ..., cancel_requested: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
+
+class GatewayServiceCreateIngestJobRequest(_message.Message):
+    __slots__ = ("collection", "documents", "delete_missing", "doc_id_prefix", "more_documents")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MISSING_FIELD_NUMBER: _ClassVar[int]
+    DOC_ID_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    MORE_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    delete_missing: bool
+    doc_id_prefix: str
+    more_documents: bool
+    def __init__(self, collection: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., delete_missing: _Optional[bool] = ..., doc_id_prefix: _Optional[str] = ..., more_documents: _Optional[bool] = ...) -> None: ...
+
+class GatewayServiceCreateIngestJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: IngestJob
+    def __init__(self, job: _Optional[_Union[IngestJob, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceAddIngestJobDocumentsRequest(_message.Message):
+    __slots__ = ("job_id", "documents", "last")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    documents: _containers.RepeatedCompositeFieldContainer[Document]
+    last: bool
+    def __init__(self, job_id: _Optional[str] = ..., documents: _Optional[_Iterable[_Union[Document, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class GatewayServiceAddIngestJobDocumentsResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: IngestJob
+    def __init__(self, job: _Optional[_Union[IngestJob, _Mapping]] = ...) -> None: ...
+
+class GatewayServiceGetIngestJobRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceGetIngestJobResponse(_message.Message):
+    __slots__ = ("job", "documents", "next_page_token")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job: IngestJob
+    documents: _containers.RepeatedCompositeFieldContainer[DocumentResult]
+    next_page_token: str
+    def __init__(self, job: _Optional[_Union[IngestJob, _Mapping]] = ..., documents: _Optional[_Iterable[_Union[DocumentResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceListIngestJobsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "status")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    status: IngestJobStatus
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[_Union[IngestJobStatus, str]] = ...) -> None: ...
+
+class GatewayServiceListIngestJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[IngestJob]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[IngestJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceCancelIngestJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class GatewayServiceCancelIngestJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: IngestJob
+    def __init__(self, job: _Optional[_Union[IngestJob, _Mapping]] = ...) -> None: ...

@@ -95,6 +95,31 @@ class GatewayServiceStub:
                 request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentRequest.SerializeToString,
                 response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentResponse.FromString,
                 _registered_method=True)
+        self.CreateIngestJob = channel.unary_unary(
+                '/ragplane.v1.GatewayService/CreateIngestJob',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateIngestJobRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateIngestJobResponse.FromString,
+                _registered_method=True)
+        self.AddIngestJobDocuments = channel.unary_unary(
+                '/ragplane.v1.GatewayService/AddIngestJobDocuments',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceAddIngestJobDocumentsRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceAddIngestJobDocumentsResponse.FromString,
+                _registered_method=True)
+        self.GetIngestJob = channel.unary_unary(
+                '/ragplane.v1.GatewayService/GetIngestJob',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetIngestJobRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetIngestJobResponse.FromString,
+                _registered_method=True)
+        self.ListIngestJobs = channel.unary_unary(
+                '/ragplane.v1.GatewayService/ListIngestJobs',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListIngestJobsRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListIngestJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelIngestJob = channel.unary_unary(
+                '/ragplane.v1.GatewayService/CancelIngestJob',
+                request_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCancelIngestJobRequest.SerializeToString,
+                response_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCancelIngestJobResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -186,6 +211,42 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateIngestJob(self, request, context):
+        """Accepts documents as an ingestion job, run in the background by any gateway replica;
+        with more_documents it stays open for AddIngestJobDocuments (a batch of any size).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddIngestJobDocuments(self, request, context):
+        """Adds documents to a job created with more_documents; `last` queues it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIngestJob(self, request, context):
+        """A job: status, counts, times, and a page of its documents' outcomes; NOT_FOUND if absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIngestJobs(self, request, context):
+        """The caller's jobs, newest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelIngestJob(self, request, context):
+        """Cancels a job: at once if it waits, else after its current sub-batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -248,6 +309,31 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.UpdateDocument,
                     request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentRequest.FromString,
                     response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentResponse.SerializeToString,
+            ),
+            'CreateIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIngestJob,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateIngestJobRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateIngestJobResponse.SerializeToString,
+            ),
+            'AddIngestJobDocuments': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddIngestJobDocuments,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceAddIngestJobDocumentsRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceAddIngestJobDocumentsResponse.SerializeToString,
+            ),
+            'GetIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIngestJob,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetIngestJobRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetIngestJobResponse.SerializeToString,
+            ),
+            'ListIngestJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIngestJobs,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListIngestJobsRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListIngestJobsResponse.SerializeToString,
+            ),
+            'CancelIngestJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelIngestJob,
+                    request_deserializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCancelIngestJobRequest.FromString,
+                    response_serializer=ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCancelIngestJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -575,6 +661,141 @@ class GatewayService:
             '/ragplane.v1.GatewayService/UpdateDocument',
             ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentRequest.SerializeToString,
             ragplane_dot_v1_dot_gateway__pb2.GatewayServiceUpdateDocumentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/CreateIngestJob',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateIngestJobRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCreateIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddIngestJobDocuments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/AddIngestJobDocuments',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceAddIngestJobDocumentsRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceAddIngestJobDocumentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/GetIngestJob',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetIngestJobRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceGetIngestJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIngestJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/ListIngestJobs',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListIngestJobsRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceListIngestJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelIngestJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ragplane.v1.GatewayService/CancelIngestJob',
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCancelIngestJobRequest.SerializeToString,
+            ragplane_dot_v1_dot_gateway__pb2.GatewayServiceCancelIngestJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,7 +22,8 @@ DOCX = "ledger-api.docx"
 @pytest.fixture(scope="module")
 async def http(running_stack: stack.StackLayout) -> httpx.AsyncClient:
     base = f"http://{running_stack.http_address()}"
-    async with httpx.AsyncClient(base_url=base, timeout=T) as client:
+    headers = {"authorization": f"Bearer {running_stack.api_key()}"}
+    async with httpx.AsyncClient(base_url=base, timeout=T, headers=headers) as client:
         yield client
 
 

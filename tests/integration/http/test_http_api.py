@@ -12,6 +12,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import re
 import secrets
 import struct
@@ -21,6 +22,7 @@ import openai
 import pytest
 
 from ragplane.client import GrpcClient, IngestStatus
+from ragplane.keys import API_KEY_ENV
 from ragplane.ops import cli, stack
 from ragplane.v1 import (
     common_pb2,
@@ -31,7 +33,7 @@ from ragplane.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
-from tests.support import ROOT
+from tests.support import ROOT, local
 
 CORPUS = ROOT / "samples" / "handbook"
 HANDBOOK = "handbook"
@@ -61,12 +63,15 @@ def base_url(running_stack: stack.StackLayout) -> str:
 
 @pytest.fixture(scope="module")
 async def client(base_url) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=T)
+    return openai.AsyncOpenAI(
+        base_url=f"{base_url}/v1", api_key=os.environ[API_KEY_ENV], max_retries=0, timeout=T
+    )
 
 
 @pytest.fixture(scope="module")
 async def http(base_url) -> httpx.AsyncClient:
-    async with httpx.AsyncClient(base_url=base_url, timeout=T) as client:
+    headers = {"authorization": f"Bearer {os.environ[API_KEY_ENV]}"}
+    async with httpx.AsyncClient(base_url=base_url, timeout=T, headers=headers) as client:
         yield client
 
 
@@ -194,7 +199,9 @@ async def retriever_stub(channels) -> retriever_pb2_grpc.RetrieverServiceStub:
     stub = retriever_pb2_grpc.RetrieverServiceStub(channels["retriever"])
     other = common_pb2.ModelIdentity(id="other/embedder", revision="r2", dimension=384)
     await stub.CreateCollection(
-        retriever_pb2.CreateCollectionRequest(name="foreign_http", model=other, exist_ok=True),
+        retriever_pb2.CreateCollectionRequest(
+            name=local("foreign_http"), model=other, exist_ok=True
+        ),
         timeout=T,
     )
     return stub

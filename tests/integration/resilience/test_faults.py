@@ -30,16 +30,17 @@ RECOVER_WITHIN_S = 480.0
 async def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[stack.StackLayout]:
     state = tmp_path_factory.mktemp("fault-stack")
     (state / "models").symlink_to(shared_model_cache() / "models", target_is_directory=True)
-    ports = free_ports(10)
+    ports = free_ports(11)
     layout = stack.StackLayout(
         state_dir=state,
         ports=dict(zip(("milvus", *stack.SERVICES), ports[:5], strict=True)),
         metrics_ports=dict(zip(stack.SERVICES, ports[5:9], strict=True)),
         http_port=ports[9],
+        postgres_port=ports[10],
     )
     await stack.up(layout, report=lambda _: None)
     try:
-        async with GrpcClient(layout.address("gateway")) as client:
+        async with GrpcClient(layout.address("gateway"), api_key=layout.api_key()) as client:
             await cli.ingest(client, [CORPUS], COLLECTION, out=io.StringIO())
         yield layout
     finally:
@@ -48,7 +49,7 @@ async def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
 
 @pytest.mark.parametrize("service", FAULTS)
 async def test_a_killed_service_fails_fast_and_recovers(fault_stack, service):
-    channels = open_channels(fault_stack.address("gateway"), 2)
+    channels = open_channels(fault_stack.address("gateway"), 2, api_key=fault_stack.api_key())
     try:
         result = await kill_and_recover(
             fault_stack,

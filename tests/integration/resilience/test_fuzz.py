@@ -10,6 +10,7 @@ Writes go to collections named fuzz*, dropped at the end. Counts per door are pr
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from typing import Any
 
@@ -22,7 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from ragplane.client import api_key_metadata
 from ragplane.gateway.http.router import router
+from ragplane.keys import API_KEY_ENV
 from ragplane.ops import processes, stack
 from ragplane.v1 import (
     embedder_pb2,
@@ -31,6 +34,7 @@ from ragplane.v1 import (
     retriever_pb2,
     retriever_pb2_grpc,
 )
+from tests.support import local
 
 EXAMPLES = 25
 RAW_EXAMPLES = 10
@@ -137,13 +141,15 @@ def build(cls: type[Message], kwargs: dict[str, Any], write: bool) -> Message:
 
 
 def grpc_call(channel: grpc.Channel, path: str, streaming: bool, payload: bytes) -> None:
-    """One call with serialized `payload`; fails the test on a bad status."""
+    """One call with serialized `payload`, with the suite's API key (the services behind
+    the gateway ignore it); fails the test on a bad status."""
+    metadata = api_key_metadata(os.environ[API_KEY_ENV])
     try:
         if streaming:
-            for _ in channel.unary_stream(path)(payload, timeout=CALL_TIMEOUT_S):
+            for _ in channel.unary_stream(path)(payload, timeout=CALL_TIMEOUT_S, metadata=metadata):
                 pass
         else:
-            channel.unary_unary(path)(payload, timeout=CALL_TIMEOUT_S)
+            channel.unary_unary(path)(payload, timeout=CALL_TIMEOUT_S, metadata=metadata)
     except grpc.RpcError as exc:
         assert exc.code() not in BAD_CODES, (path, payload[:200], exc.code(), exc.details())
 
@@ -262,7 +268,10 @@ def test_http_routes_survive_hypothesis_requests(
     @given(names, body_of(route), st.binary(max_size=300), st.booleans())
     def fuzz(names: list[str], body: Any, raw: bytes, send_raw: bool) -> None:
         url = base + path_of(template, names)
-        headers = {"x-request-timeout": str(CALL_TIMEOUT_S)}
+        headers = {
+            "x-request-timeout": str(CALL_TIMEOUT_S),
+            "authorization": f"Bearer {os.environ[API_KEY_ENV]}",
+        }
         COUNTS[f"HTTP {method} {template}"] += 1
         with httpx.Client(timeout=CALL_TIMEOUT_S + 20) as client:
             if uploads:
@@ -287,7 +296,7 @@ async def test_every_service_still_serves_and_none_restarted(running_stack, chan
     retriever = retriever_pb2_grpc.RetrieverServiceStub(channels["retriever"])
     listed = await retriever.ListCollections(retriever_pb2.ListCollectionsRequest(), timeout=30)
     for c in listed.collections:
-        if c.name.startswith(FUZZ):
+        if c.name.startswith(local(FUZZ)):
             await retriever.DropCollection(
                 retriever_pb2.DropCollectionRequest(name=c.name), timeout=30
             )

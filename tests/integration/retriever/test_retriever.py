@@ -26,6 +26,7 @@ from pymilvus import DataType, Function, FunctionType, MilvusClient
 from ragplane.ops.milvus_lite import start_milvus_lite
 from ragplane.ops.processes import Process, free_port, start_process
 from ragplane.retriever import schema, store
+from ragplane.retriever.settings import PLAIN_DENSE_WEIGHT
 from ragplane.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 T = 30  # deadline of every call, seconds
@@ -495,6 +496,30 @@ async def test_hybrid_fuses_dense_and_keyword_and_is_the_default(retriever, pg):
     # Reciprocal rank fusion: the keyword match also ranks somewhere in the dense list.
     assert rankings[0][:2] == [named.chunk.id, near.chunk.id]
     assert rankings[0] == rankings[1]
+
+
+async def test_a_plain_language_query_fuses_dense_weighted_by_default(retriever, pg):
+    # Query-adaptive fusion: a query naming no identifier is fused by weight, dense
+    # search counting PLAIN_DENSE_WEIGHT; one naming an identifier by RRF (test above).
+    near = chunk_of("pg/dump.md", 1)
+    query = dict(query_vector=near.vector, query_text="restore into an empty database", top_k=4)
+    weights = dict(dense_weight=PLAIN_DENSE_WEIGHT, keyword_weight=1 - PLAIN_DENSE_WEIGHT)
+    by_fusion = {}
+    for name, fusion in (
+        ("default", common_pb2.Fusion()),
+        ("weighted", common_pb2.Fusion(method=common_pb2.FUSION_METHOD_WEIGHTED, **weights)),
+        ("rrf", common_pb2.Fusion(method=common_pb2.FUSION_METHOD_RRF)),
+    ):
+        hits = await search(retriever, fusion=fusion, **query)
+        by_fusion[name] = [(h.chunk.id, h.score) for h in hits]
+    assert by_fusion["default"][0][0] == near.chunk.id
+    assert [i for i, _ in by_fusion["default"]] == [i for i, _ in by_fusion["weighted"]]
+    assert [s for _, s in by_fusion["default"]] == pytest.approx(
+        [s for _, s in by_fusion["weighted"]], abs=1e-5
+    )
+    assert [s for _, s in by_fusion["default"]] != pytest.approx(
+        [s for _, s in by_fusion["rrf"]], abs=1e-5
+    )
 
 
 # Many of the query's words are in the unique_violation chunk; only its identifier,

@@ -75,6 +75,8 @@ def spawn_gateway(port: int, log: Path) -> processes.Process:
             **os.environ,
             "RAGPLANE_GATEWAY_ADDR": f"127.0.0.1:{port}",
             "RAGPLANE_GATEWAY_METRICS_ADDR": f"127.0.0.1:{free_port()}",
+            # No keys file: this gateway only starts and stops.
+            "RAGPLANE_GATEWAY_AUTH": "disabled",
         },
         name="gateway",
     )

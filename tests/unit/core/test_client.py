@@ -379,3 +379,39 @@ async def test_no_http_gateway_at_the_address_is_unreachable():
         with pytest.raises(GatewayError) as refused:
             await gateway.ask_text("anyone there?", timeout=10)
     assert refused.value.code == "UNAVAILABLE" and refused.value.unreachable
+
+
+async def test_api_key_interceptors_put_the_key_on_unary_and_streaming_calls():
+    """grpc.aio files an interceptor under the first call kind it implements: the key
+    must still reach Watch (unary-stream) as well as Check (unary-unary)."""
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from ragplane.channels import open_channel
+    from ragplane.client import api_key_interceptors
+
+    seen: list[str] = []
+
+    class Recording(health.aio.HealthServicer):
+        async def Check(self, request, context):  # noqa: N802 - gRPC method name
+            seen.append(dict(context.invocation_metadata()).get("authorization", ""))
+            return await super().Check(request, context)
+
+        async def Watch(self, request, context):  # noqa: N802
+            seen.append(dict(context.invocation_metadata()).get("authorization", ""))
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(Recording(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        channel = open_channel(f"127.0.0.1:{port}", interceptors=api_key_interceptors("rpk_a_b"))
+        async with channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            async for _ in stub.Watch(health_pb2.HealthCheckRequest(), timeout=5):
+                break
+    finally:
+        await server.stop(0)
+    assert seen == ["Bearer rpk_a_b", "Bearer rpk_a_b"]

@@ -9,9 +9,11 @@ from ragplane.errors import ConfigError
 from ragplane.gateway.server import GatewaySettings
 
 
-def test_defaults_serve_the_one_machine_stack(monkeypatch):
+def test_defaults_serve_the_one_machine_stack(monkeypatch, tmp_path):
     for name in ("RAGPLANE_GATEWAY_ADDR", "RAGPLANE_GATEWAY_EMBEDDER_TARGET"):
         monkeypatch.delenv(name, raising=False)
+    # The one setting without a default: `ragplane up` names the keys file it made.
+    monkeypatch.setenv("RAGPLANE_GATEWAY_API_KEYS_FILE", str(tmp_path / "keys.json"))
     settings = GatewaySettings.from_env()
     assert settings.address == "127.0.0.1:50050"
     assert settings.embedder_target == "127.0.0.1:50051"

@@ -17,10 +17,12 @@ from prometheus_client import REGISTRY
 
 from ragplane import errors
 from ragplane.gateway import api
+from ragplane.gateway.auth import Authenticator
 from ragplane.gateway.http import protocol as p
 from ragplane.gateway.http import serving
 from ragplane.gateway.http.app import HttpSettings, create_app
 from ragplane.gateway.http.serving import HttpServing, InvalidParam
+from ragplane.gateway.quotas import Quotas, QuotaSettings
 from tools import openapi
 
 DEFAULT = "default"
@@ -89,7 +91,13 @@ class FakePipeline:
 
 def app_for(pipeline: FakePipeline, max_body_bytes: int = 4096, max_timeout: float = 300.0):
     service = HttpServing(pipeline, None, None, DEFAULT)  # type: ignore[arg-type]
-    return create_app(service, HttpSettings("127.0.0.1:0", max_body_bytes, max_timeout, 1.0))
+    # Authentication disabled: these tests are about the protocol (tests/unit/gateway/
+    # test_auth.py and tests/integration/security/ test the keys).
+    return create_app(
+        service,
+        HttpSettings("127.0.0.1:0", max_body_bytes, max_timeout, 1.0),
+        auth=Authenticator(None, Quotas(QuotaSettings())),
+    )
 
 
 def client_for(pipeline: FakePipeline, **settings) -> httpx.AsyncClient:

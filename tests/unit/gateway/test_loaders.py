@@ -190,6 +190,35 @@ def test_definition_terms_and_colon_lead_ins_lead_into_the_next_block():
     assert [b.leads for b in plain] == [False, True, False]
 
 
+def test_lists_of_links_to_the_site_are_navigation_and_not_read():
+    # A table of contents and a back-of-book index answer nothing: the pages they link
+    # to do. Lists with links in their content, or links out to other sites, stay.
+    page = """<body><h1>WAL</h1><dl class="toc"><dt><a href="wal-a.html">30.1 Reliability</a>
+    </dt><dt><a href="wal-b.html">30.2 Checkpoints</a></dt><dt><a href="wal-c.html">30.3
+    Internals</a></dt></dl><p>The log makes commits durable.</p><dl><dt>$libdir,
+    <a href="xfunc.html">Dynamic Loading</a></dt><dt>ALTER TABLE, <a href="a.html">ALTER
+    TABLE</a></dt><dt>vacuum, <a href="v.html">Routine Vacuuming</a></dt></dl>
+    <ul><li><a href="sql-abort.html">ABORT</a> — abort the current transaction</li>
+    <li><a href="sql-alter.html">ALTER</a> — change the definition of a table</li>
+    <li><a href="sql-copy.html">COPY</a> — copy data between a file and a table</li></ul>
+    <dl><dt><a href="https://en.wikipedia.org/wiki/ANSI">ANSI</a></dt><dd>American
+    National Standards Institute</dd><dt><a href="https://en.wikipedia.org/wiki/TLS">TLS
+    </a></dt><dd>Transport Layer Security</dd><dt><a href="https://x.org/wiki/XID">XID</a>
+    </dt><dd>Transaction identifier</dd></dl></body>"""
+    assert [b.text for b in html(page).blocks] == [
+        "The log makes commits durable.",
+        "ABORT — abort the current transaction",
+        "ALTER — change the definition of a table",
+        "COPY — copy data between a file and a table",
+        "ANSI",
+        "American National Standards Institute",
+        "TLS",
+        "Transport Layer Security",
+        "XID",
+        "Transaction identifier",
+    ]
+
+
 def test_html_without_text_is_refused():
     with pytest.raises(InvalidArgument, match="no text"):
         html("<html><body><script>x()</script><nav>menu</nav></body></html>")
