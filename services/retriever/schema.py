@@ -55,6 +55,13 @@ MAX_BYTES = {
     "metadata_key": 256,
     "metadata_value": 4096,
 }
+# Every chunk of a document stores its hash with the document's chunk count,
+# "<doc_hash>#<count>": a document whose write was cut short (the retriever or Milvus
+# killed between two upsert batches) has fewer chunks than it says, and is reported with
+# no hash, as changed, so that the next ingest writes it whole instead of skipping it.
+COUNT_MARK = "#"
+# Room kept in the doc_hash field for the mark and a count.
+COUNT_MARK_BYTES = 12
 MAX_TAGS = 32
 MAX_METADATA_KEYS = 32
 # What a search returns of a chunk (tags too, where the schema has them).
@@ -109,7 +116,7 @@ class StoredChunk:
             position=int(entity["position"]),
             content_hash=entity["content_hash"],
             text=entity["text"],
-            doc_hash=entity["doc_hash"],
+            doc_hash=unstamped(entity["doc_hash"])[0],
             tags=tuple(entity.get(TAGS_FIELD) or ()),
             metadata=dict(entity.get(METADATA_FIELD) or {}),
             index_time_ms=int(entity.get(INDEX_TIME_FIELD) or 0),
@@ -118,6 +125,20 @@ class StoredChunk:
     def named_text(self) -> str:
         """Title, section and text, as names are matched in them (ragplane.names)."""
         return normal(f"{self.title} {self.section} {self.text}")
+
+
+def stamped(doc_hash: str, chunk_count: int) -> str:
+    """The doc_hash field of each of a document's chunk_count chunks."""
+    return f"{doc_hash}{COUNT_MARK}{chunk_count}"
+
+
+def unstamped(stored: str) -> tuple[str, int | None]:
+    """The document's hash and chunk count from a stored doc_hash field; the count is
+    None for chunks written before counts were stamped."""
+    doc_hash, mark, count = stored.rpartition(COUNT_MARK)
+    if mark and count.isdigit():
+        return doc_hash, int(count)
+    return stored, None
 
 
 @dataclass(frozen=True)

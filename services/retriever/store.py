@@ -530,13 +530,17 @@ class MilvusStore:
             fields += [schema.METADATA_FIELD, schema.INDEX_TIME_FIELD]
         rows = await self._rows(collection, expr, fields)
         found: dict[str, DocumentSummary] = {}
+        # The chunk count each document's chunks say it has (None: not stamped).
+        said: dict[str, int | None] = {}
         for row in rows:
             doc = found.get(row["doc_id"])
             index_time = int(row.get(schema.INDEX_TIME_FIELD) or 0)
+            doc_hash, count = schema.unstamped(row["doc_hash"])
             if doc is None:
+                said[row["doc_id"]] = count
                 found[row["doc_id"]] = DocumentSummary(
                     row["doc_id"],
-                    row["doc_hash"],
+                    doc_hash,
                     1,
                     row["title"],
                     row["source"],
@@ -547,9 +551,13 @@ class MilvusStore:
                 continue
             doc.chunk_count += 1
             doc.index_time_ms = max(doc.index_time_ms, index_time)
-            if doc.doc_hash != row["doc_hash"]:
+            if doc.doc_hash != doc_hash or said[doc.doc_id] != count:
                 # Chunks from two versions: an interrupted write. An empty hash makes the
                 # indexer treat the document as changed and rewrite it.
+                doc.doc_hash = ""
+        for doc in found.values():
+            if said[doc.doc_id] not in (None, doc.chunk_count):
+                # Fewer (or more) chunks than written: a write cut short. Rewritten too.
                 doc.doc_hash = ""
         return sorted(found.values(), key=lambda d: d.doc_id)
 
@@ -563,7 +571,12 @@ class MilvusStore:
         bottleneck). Returns (chunks written, chunks deleted) per document."""
         version = await self._schema(collection)
         written_at = now_ms()
-        rows = [chunk.row(version, written_at) for doc in documents for chunk in doc.chunks]
+        rows = []
+        for doc in documents:
+            for chunk in doc.chunks:
+                row = chunk.row(version, written_at)
+                row["doc_hash"] = schema.stamped(chunk.chunk.doc_hash, len(doc.chunks))
+                rows.append(row)
         async with self._write_lock(collection):
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
@@ -663,7 +676,9 @@ class MilvusStore:
                     title=chunk.title if patch.title is None else patch.title,
                 )
                 indexed = schema.IndexedChunk(changed, list(entity[DENSE_FIELD]))
-                rows.append(indexed.row(version, written_at))
+                row = indexed.row(version, written_at)
+                row["doc_hash"] = entity["doc_hash"]  # with its chunk count, as written
+                rows.append(row)
             for start in range(0, len(rows), WRITE_BATCH_ROWS):
                 await self._upsert_batch(collection, rows[start : start + WRITE_BATCH_ROWS])
             await self._maybe_flush(collection, len(rows))

@@ -14,6 +14,8 @@ from ragplane.names import exact_terms
 from ragplane.retriever.ranking import RerankOptions, RerankPlan, SearchMode, plan_rerank
 from ragplane.retriever.rerank import MAX_CANDIDATES, RerankerSettings
 from ragplane.retriever.schema import (
+    COUNT_MARK,
+    COUNT_MARK_BYTES,
     MAX_BYTES,
     MAX_DESCRIPTION_BYTES,
     MAX_METADATA_KEYS,
@@ -217,6 +219,13 @@ def _indexed_chunk(
     }
     for field, value in texts.items():
         check_text_field(value, field, f"{where}: chunk.{field}")
+    if COUNT_MARK in chunk.doc_hash:
+        raise InvalidArgument(f"{where}: chunk.doc_hash holds {COUNT_MARK!r}")
+    if len(chunk.doc_hash.encode()) > MAX_BYTES["doc_hash"] - COUNT_MARK_BYTES:
+        raise InvalidArgument(
+            f"{where}: chunk.doc_hash is longer than "
+            f"{MAX_BYTES['doc_hash'] - COUNT_MARK_BYTES} bytes"
+        )
     check_tags(chunk.tags, f"{where}: chunk.tags")
     metadata = check_metadata(chunk.metadata, f"{where}: chunk.metadata")
     stored = StoredChunk(

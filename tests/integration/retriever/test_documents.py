@@ -167,3 +167,34 @@ async def test_updating_an_unknown_document_or_changing_nothing_is_refused(retri
         )
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "changes nothing" in message
+
+
+async def test_a_document_missing_chunks_is_reported_changed(retriever, processes):  # noqa: F811
+    """A write cut short between two upsert batches (the retriever or Milvus killed) leaves
+    some of a document's chunks: the document is then listed with no hash, so the next
+    ingest writes it whole rather than skipping it as unchanged."""
+    from pymilvus import MilvusClient
+
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="cut", model=MODEL), timeout=T
+    )
+    doc = document("cut.md", ["First part.", "Second part.", "Third part."], doc_hash="h1")
+    await retriever.Upsert(
+        retriever_pb2.UpsertRequest(collection="cut", model=MODEL, documents=[doc]), timeout=T
+    )
+    request = retriever_pb2.ListDocumentsRequest(collection="cut", doc_ids=["cut.md"])
+    whole = (await retriever.ListDocuments(request, timeout=T)).documents
+    assert [(d.doc_hash, d.chunk_count) for d in whole] == [("h1", 3)]
+    client = MilvusClient(uri=processes.milvus_uri)
+    try:
+        client.delete("cut", ids=[doc.chunks[2].chunk.id])
+    finally:
+        client.close()
+    cut = (await retriever.ListDocuments(request, timeout=T)).documents
+    assert [(d.doc_hash, d.chunk_count) for d in cut] == [("", 2)]
+    # Written again whole, it is whole again.
+    await retriever.Upsert(
+        retriever_pb2.UpsertRequest(collection="cut", model=MODEL, documents=[doc]), timeout=T
+    )
+    again = (await retriever.ListDocuments(request, timeout=T)).documents
+    assert [(d.doc_hash, d.chunk_count) for d in again] == [("h1", 3)]

@@ -76,3 +76,11 @@ def test_name_checks_past_the_limits_are_invalid(defaults):
     long.name_check.terms.extend(["ok", "x" * (MAX_QUERY_CHARS + 1)])
     with pytest.raises(InvalidArgument, match=r"name_check.terms\[1\] has 8193 characters"):
         search_query(long, defaults)
+
+
+def test_doc_hashes_carry_their_chunk_count_when_stored():
+    from ragplane.retriever.schema import stamped, unstamped
+
+    assert unstamped(stamped("abc", 3)) == ("abc", 3)
+    assert unstamped("abc") == ("abc", None)  # written before counts were stamped
+    assert unstamped("") == ("", None)
