@@ -9,6 +9,8 @@ from typing import Any
 from pymilvus import AnnSearchRequest, MilvusClient, RRFRanker
 
 from bench.harness import Bench, Stopwatch, percentile, spread
+from ragplane.gateway.tenancy import stored_name
+from ragplane.keys import LOCAL_TENANT
 from ragplane.retriever.schema import CHUNK_FIELDS
 from ragplane.v1 import (
     common_pb2,
@@ -42,6 +44,9 @@ QUESTIONS = [
 
 
 async def run(bench: Bench, collection: str = "default") -> dict[str, Any]:
+    # `collection` as the gateway indexed it for the bench's key (the local tenant's):
+    # both paths here look behind the gateway, at the name the retriever stores.
+    collection = stored_name(LOCAL_TENANT, collection)
     embedder = embedder_pb2_grpc.EmbedderServiceStub(bench.channel("embedder"))
     retriever = retriever_pb2_grpc.RetrieverServiceStub(bench.channel("retriever"))
     embedded = await embedder.Embed(embedder_pb2.EmbedRequest(texts=QUESTIONS), timeout=60)
