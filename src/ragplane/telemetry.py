@@ -91,8 +91,16 @@ def shutdown_telemetry() -> None:
         shutdown()
 
 
+# Characters str.splitlines() and other readers break lines at, besides \n and \r
+# (which json.dumps escapes), as JSON escapes.
+_LINE_BREAKS = {c: f"\\u{c:04x}" for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; trace_id and span_id tie a line to its request."""
+    """One JSON object per line; trace_id and span_id tie a line to its request. JSON
+    leaves some characters that many readers take for line breaks (U+0085, U+2028, the
+    vertical tab...) unescaped: they are escaped, so a line is one line for any reader,
+    whatever a request put in a logged value."""
 
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -112,7 +120,7 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        return json.dumps(entry, ensure_ascii=False).translate(_LINE_BREAKS)
 
 
 def _setup_logging(service: str) -> None:

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from ragplane import keys, models
-from ragplane.client import GrpcClient, IngestStatus
+from ragplane.client import GatewayError, GrpcClient, IngestStatus
 from ragplane.ops import cli, processes
 from tests.deploy import engine as engines
 from tests.deploy.test_chart import CHART, NAMESPACE, RELEASE, tool
@@ -382,8 +382,23 @@ async def test_restarting_milvus_and_the_retriever_loses_nothing(container_stack
     # SERVING again once its channel to the new retriever is.
     await wait_ready(container_stack.services["gateway"], container_stack.grpc_ports["gateway"])
     async with container_stack.client() as client:
-        after = await client.describe_collection(COLLECTION)
+        # The gateway's breaker for the retriever may still wait out its retry hint.
+        after = await _when_available(lambda: client.describe_collection(COLLECTION))
         assert await stored(client) == documents
         _, citations, _ = await client.ask_text(QUESTION, collection=COLLECTION, timeout=T)
     assert (after.chunk_count, after.document_count) == (before.chunk_count, before.document_count)
     assert DEPLOY in {c.doc_id for c in citations}
+
+
+async def _when_available(call, within_s: float = 60.0):
+    """call() once it stops answering UNAVAILABLE (a restarted dependency's circuit
+    breaker lets a trial call through after its hint), within `within_s`."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + within_s
+    while True:
+        try:
+            return await call()
+        except GatewayError as exc:
+            if exc.code != "UNAVAILABLE" or loop.time() > until:
+                raise
+            await asyncio.sleep(1)

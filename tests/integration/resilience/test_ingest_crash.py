@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from pymilvus import MilvusClient
+from pymilvus.exceptions import MilvusException
 
 from ragplane.client import Document, GrpcClient
 from ragplane.gateway.tenancy import stored_name
@@ -62,7 +63,20 @@ async def ingest_all(client: GrpcClient, docs: list[Document], collection: str) 
 
 def chunk_rows(layout: stack.StackLayout, collection: str) -> Counter[tuple]:
     """Every stored chunk as (id, doc_id, position, content_hash), counted: a duplicate
-    shows as a count of 2."""
+    shows as a count of 2. Tried again a few times: pymilvus reuses a connection that
+    Milvus Lite may just have closed (GOAWAY "too many pings"), or one to the Milvus that
+    was killed."""
+    for attempt in range(5):
+        try:
+            return _chunk_rows(layout, collection)
+        except MilvusException:
+            if attempt == 4:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
+def _chunk_rows(layout: stack.StackLayout, collection: str) -> Counter[tuple]:
     client = MilvusClient(uri=f"http://{layout.address('milvus')}")
     try:
         name = stored_name(TENANT, collection)
