@@ -2,7 +2,9 @@
 many refused, how fast a refusal comes and whether it says when to retry, whether any
 call was worked on and then dropped at its deadline, and the gateway's peak memory.
 
-    ragplane up && ragplane ingest --collection handbook samples/handbook
+    # per-key quotas off: every ask comes with the one local key
+    RAGPLANE_GATEWAY_KEY_MAX_STREAMS=0 RAGPLANE_GATEWAY_KEY_REQUESTS_PER_SECOND=0 ragplane up
+    ragplane ingest --collection handbook samples/handbook
     python -m bench.burst --asks 1000 --deadline 300 --write docs/reliability.md
     ragplane down
 

@@ -3,7 +3,9 @@ see: how soon their calls fail (UNAVAILABLE, never a hang to the deadline), how 
 the gateway's health says NOT_SERVING, and how long until the supervisor has restarted
 the process and asks are answered again.
 
-    ragplane up && ragplane ingest --collection handbook samples/handbook
+    # per-key quotas off: every ask comes with the one local key
+    RAGPLANE_GATEWAY_KEY_MAX_STREAMS=0 RAGPLANE_GATEWAY_KEY_REQUESTS_PER_SECOND=0 ragplane up
+    ragplane ingest --collection handbook samples/handbook
     python -m bench.faults --write docs/reliability.md
     ragplane down
 

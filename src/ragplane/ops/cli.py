@@ -274,7 +274,7 @@ async def status(layout: stack.StackLayout, out=sys.stdout) -> bool:
     out.write(f"{'supervisor':<10} {'RUNNING' if supervisor else 'STOPPED':<12} ")
     out.write(f"pid {supervisor or '-'}\n")
     healthy &= supervisor is not None
-    for name in (*stack.STORES, *stack.SERVICES):
+    for name in (*layout.stores(), *stack.SERVICES):
         pid = stack.running_pid(layout, name)
         address = layout.address(name)
         if name in stack.STORES:

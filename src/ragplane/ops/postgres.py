@@ -49,6 +49,15 @@ def bin_dir() -> Path:
     )
 
 
+def installed() -> bool:
+    """Whether PostgreSQL's binaries are found (bin_dir)."""
+    try:
+        bin_dir()
+    except processes.StartError:
+        return False
+    return True
+
+
 def password(password_file: Path) -> str:
     """The role's password, made once and kept (mode 0600) beside the cluster."""
     if not password_file.exists():

@@ -57,6 +57,14 @@ class StackLayout:
     host: str = "127.0.0.1"
     # PostgreSQL, the ingestion jobs' store (RAGPLANE_GATEWAY_JOBS_DSN).
     postgres_port: int = 50432
+    # Whether the stack runs it; None: where PostgreSQL is installed. Without it the
+    # stack serves everything but ingestion jobs (FAILED_PRECONDITION, saying why).
+    jobs_store: bool | None = None
+
+    def stores(self) -> tuple[str, ...]:
+        """The stores this stack runs: Milvus Lite, and PostgreSQL unless it has none."""
+        runs = self.jobs_store if self.jobs_store is not None else postgres.installed()
+        return STORES if runs else ("milvus",)
 
     def address(self, name: str) -> str:
         if name == "postgres":
@@ -137,9 +145,10 @@ class StackLayout:
                 env[f"RAGPLANE_GATEWAY_{name.upper()}_TARGET"] = self.address(name)
         env["RAGPLANE_GATEWAY_HTTP_ADDR"] = self.http_address()
         env["RAGPLANE_GATEWAY_API_KEYS_FILE"] = str(self.keys_file)
-        env["RAGPLANE_GATEWAY_JOBS_DSN"] = postgres.dsn(
-            self.host, self.postgres_port, self.postgres_password_file
-        )
+        if "postgres" in self.stores():
+            env["RAGPLANE_GATEWAY_JOBS_DSN"] = postgres.dsn(
+                self.host, self.postgres_port, self.postgres_password_file
+            )
         env.update(extra or {})
         return env
 
@@ -220,12 +229,18 @@ async def up(layout: StackLayout, env_extra: dict[str, str] | None = None, repor
     supervisor = running_pid(layout, SUPERVISOR)
     if keys.ensure_local_key(layout.state_dir) is not None:
         report(f"created an admin API key for tenant '{keys.LOCAL_TENANT}' in {layout.state_dir}")
+    if "postgres" not in layout.stores():
+        report(
+            "PostgreSQL is not installed: ingestion jobs are off, everything else serves "
+            "(apt-get install postgresql, or RAGPLANE_POSTGRES_BIN_DIR)"
+        )
     if supervisor is None:
         supervisor = start_supervisor(layout, layout.service_env(env_extra))
         report(f"started the supervisor (pid {supervisor}), log {layout.log_file(SUPERVISOR)}")
     try:
+        runs = (*layout.stores(), *SERVICES)
         for group in READY_ORDER:
-            pids = {n: await _started(layout, n, supervisor) for n in group}
+            pids = {n: await _started(layout, n, supervisor) for n in group if n in runs}
             for name, pid in pids.items():
                 report(f"{name} (pid {pid}), log {layout.log_file(name)}")
             await asyncio.gather(*(wait_ready(layout, n, p) for n, p in pids.items()))
@@ -270,7 +285,7 @@ def down(layout: StackLayout, timeout: float = 30.0, report=print) -> None:
 def peak_rss_bytes(layout: StackLayout) -> dict[str, int]:
     """Peak resident memory (VmHWM) of each stack process and its children."""
     peaks: dict[str, int] = {}
-    for name in (*STORES, *SERVICES):
+    for name in (*layout.stores(), *SERVICES):
         pid = running_pid(layout, name)
         if pid is None:
             continue

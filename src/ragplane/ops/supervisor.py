@@ -79,7 +79,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stopping.set)
         self._write_restarts()
         try:
-            for store in stack.STORES:
+            for store in self.layout.stores():
                 self.children[store] = self._adopt_or_start(store)
             # The services start once the stores accept connections.
             await self._await_stores()
@@ -96,8 +96,9 @@ class Supervisor:
             await asyncio.to_thread(self._stop_all)
 
     async def _await_stores(self) -> None:
-        deadline = time.monotonic() + max(stack.START_TIMEOUT_S[s] for s in stack.STORES)
-        ports = [self.layout.port(s) for s in stack.STORES]
+        stores = self.layout.stores()
+        deadline = time.monotonic() + max(stack.START_TIMEOUT_S[s] for s in stores)
+        ports = [self.layout.port(s) for s in stores]
         while time.monotonic() < deadline and not self._stopping.is_set():
             accepting = [await processes.port_accepts(self.layout.host, p) for p in ports]
             if all(accepting):

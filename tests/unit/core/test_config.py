@@ -61,3 +61,19 @@ def test_fusion_depth_is_a_server_setting_requests_keep(monkeypatch):
     monkeypatch.setenv("RAGPLANE_FUSION_DEPTH_FACTOR", "0")
     with pytest.raises(ConfigError, match="RAGPLANE_FUSION_DEPTH_FACTOR"):
         RetrieverSettings.from_env()
+
+
+def test_a_stack_without_postgresql_runs_everything_but_the_jobs_store(tmp_path, monkeypatch):
+    """`ragplane up` where PostgreSQL is not installed: Milvus Lite and the services, and
+    no jobs DSN for the gateway (its job calls then say why they are off)."""
+    from ragplane.ops import stack
+
+    monkeypatch.setenv("RAGPLANE_POSTGRES_BIN_DIR", str(tmp_path / "no-postgres"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = stack.StackLayout(state_dir=tmp_path)
+    assert found.stores() == ("milvus",)
+    assert "RAGPLANE_GATEWAY_JOBS_DSN" not in found.service_env()
+    forced = stack.StackLayout(state_dir=tmp_path, jobs_store=True)
+    assert forced.stores() == ("milvus", "postgres")
+    assert "RAGPLANE_GATEWAY_JOBS_DSN" in forced.service_env()
+    assert stack.StackLayout.from_json(forced.to_json()) == forced
