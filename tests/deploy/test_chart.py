@@ -152,6 +152,11 @@ def test_manifests_pass_kubernetes_schemas(values, tmp_path: Path):
     # The Prometheus Operator's kinds have no schema here; the tests below check them.
     manifest = tmp_path / f"{values}.yaml"
     manifest.write_text(yaml.safe_dump_all(crd_free(render(values))))
+    kubernetes_validate(manifest)
+
+
+def kubernetes_validate(manifest: Path) -> None:
+    """The manifest validates against every Kubernetes version's schemas, strictly."""
     for version in KUBERNETES_VERSIONS:
         result = subprocess.run(
             [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(manifest)],
@@ -166,24 +171,21 @@ def checkov_skips() -> list[str]:
     return yaml.safe_load((ROOT / ".checkov.yaml").read_text())["skip-check"]
 
 
-@pytest.mark.parametrize("values", RENDERS)
-def test_manifests_pass_checkov(values, tmp_path: Path):
-    manifest = tmp_path / f"{values}.yaml"
-    manifest.write_text(_template(RENDERS[values]))
-    skips = checkov_skips()
+def checkov(manifest: Path, cwd: Path) -> dict[str, Any]:
+    """Checkov's report on the manifest with the repo's config; asserts no check failed."""
     result = subprocess.run(
         [
             tool("checkov"),
             "--config-file",
             str(ROOT / ".checkov.yaml"),
             "--skip-check",
-            ",".join(skips),
+            ",".join(checkov_skips()),
             "-f",
             str(manifest),
             "-o",
             "json",
         ],
-        cwd=tmp_path,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
@@ -194,6 +196,14 @@ def test_manifests_pass_checkov(values, tmp_path: Path):
         for c in report["results"]["failed_checks"]
     ]
     assert not failed and result.returncode == 0, "\n".join(failed) or result.stderr
+    return report
+
+
+@pytest.mark.parametrize("values", RENDERS)
+def test_manifests_pass_checkov(values, tmp_path: Path):
+    manifest = tmp_path / f"{values}.yaml"
+    manifest.write_text(_template(RENDERS[values]))
+    report = checkov(manifest, tmp_path)
     assert report["summary"]["resource_count"] >= 4 * 3
 
 

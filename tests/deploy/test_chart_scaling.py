@@ -5,9 +5,7 @@ really export. Nothing here reaches a cluster."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +13,17 @@ import yaml
 
 from tests.deploy.test_chart import (
     CHART,
-    KUBERNETES_VERSIONS,
     NAMESPACE,
     RELEASE,
     SERVICES,
     _template,
-    checkov_skips,
+    checkov,
     container,
     crd_free,
     deployment,
     helm,
+    kubernetes_validate,
     objects,
-    tool,
 )
 from tests.support import ROOT
 
@@ -206,39 +203,10 @@ def test_scaled_render_passes_kubernetes_schemas(tmp_path: Path):
     docs = [d for d in crd_free(render(*SCALED)) if not d["apiVersion"].startswith("keda.sh/")]
     manifest = tmp_path / "scaled.yaml"
     manifest.write_text(yaml.safe_dump_all(docs))
-    for version in KUBERNETES_VERSIONS:
-        result = subprocess.run(
-            [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(manifest)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, f"Kubernetes {version}:\n{result.stdout}{result.stderr}"
+    kubernetes_validate(manifest)
 
 
 def test_scaled_render_passes_checkov(tmp_path: Path):
     manifest = tmp_path / "scaled.yaml"
     manifest.write_text(_template(tuple(a for s in SCALED for a in ("--set", s))))
-    result = subprocess.run(
-        [
-            tool("checkov"),
-            "--config-file",
-            str(ROOT / ".checkov.yaml"),
-            "--skip-check",
-            ",".join(checkov_skips()),
-            "-f",
-            str(manifest),
-            "-o",
-            "json",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    report = json.loads(result.stdout)
-    failed = [
-        f"{c['check_id']} {c['check_name']}: {c['resource']}"
-        for c in report["results"]["failed_checks"]
-    ]
-    assert not failed and result.returncode == 0, "\n".join(failed) or result.stderr
+    checkov(manifest, tmp_path)
