@@ -350,6 +350,17 @@ def table(report: dict[str, Any]) -> str:
             "capacity x deadline",
             f"{v['capacity_in_deadline']:.0f} asks in {s['deadline_s']:.0f} s",
         ),
+        *(
+            [
+                (
+                    "admission's service-time estimate at the burst",
+                    f"{g['service_s_estimate']:.2f} s per ask over {g['slots']:.0f} slots "
+                    f"(the capacity says {g['slots'] / cap['asks_per_second']:.2f} s)",
+                )
+            ]
+            if (g := report.get("admission_at_burst")) and cap["asks_per_second"] > 0
+            else []
+        ),
         ("asks started at once", f"{s['asks']} (max_tokens {s['max_tokens']})"),
         ("outcomes", codes),
         (
@@ -398,6 +409,28 @@ def write_table(doc: Path, text: str) -> None:
     doc.write_text(pattern.sub(lambda _: block, content))
 
 
+def admission_gauges(layout: stack.StackLayout) -> dict[str, float]:
+    """The gateway's admission gauges (slots, service-time estimate) from its metrics
+    endpoint: what admission plans the burst with."""
+    import httpx
+
+    wanted = {
+        "ragplane_gateway_asks_in_flight_limit": "slots",
+        "ragplane_gateway_ask_service_seconds_estimate": "service_s_estimate",
+    }
+    url = f"http://{layout.host}:{layout.metrics_ports['gateway']}/metrics"
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            out[wanted[name]] = float(value)
+    return out
+
+
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -416,7 +449,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             channels, args.concurrency, args.saturate, args.max_tokens, args.collection
         )
         rate = capacity["asks_per_second"]
-        print(f"capacity {rate:.2f} asks/s; burst of {args.asks}", flush=True)
+        gauges = {} if args.gateway else admission_gauges(layout)
+        print(f"capacity {rate:.2f} asks/s; admission {gauges}; burst of {args.asks}", flush=True)
         result = await burst_from_processes(
             target,
             args.asks,
@@ -437,6 +471,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "load_before": load_before,
         "load_after": _load(),
         "capacity": capacity,
+        "admission_at_burst": gauges,
         "burst": summary,
     }
     report["verdict"] = verdict(summary, capacity)

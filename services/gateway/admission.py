@@ -29,13 +29,19 @@ class AdmissionSettings:
     max_queued: int
     # The service-time estimate before any ask has finished; measurements replace it.
     initial_service_s: float = 5.0
-    # Weight of the newest service time in the EWMA.
-    ewma_weight: float = 0.2
+    # Weight of the newest service time in the EWMA: about the last 40 asks count. At 0.2
+    # (about 9) a quiet-machine burst was planned with about 5.3 s an ask (inferred from
+    # the 216 it admitted) where the stack ran at 4.5-4.8 s, turning away a fifth of what
+    # it could answer (docs/reliability.md); the shedding and the check at the head of the
+    # queue catch a real slowdown.
+    ewma_weight: float = 0.05
     # Share of a caller's deadline kept in reserve: admitted only if the expected wait
     # plus one service time fits in the rest. Small: each share kept is a share of the
-    # asks that could have been answered refused instead; the check at the head of the
-    # queue (START_MARGIN) catches what the estimate got wrong, still before any work.
-    headroom: float = 0.02
+    # asks that could have been answered refused instead. But an estimate a few percent
+    # too low admits asks whose turn comes too late, and those the check at the head of
+    # the queue (START_MARGIN) refuses after a long wait rather than at once: a quiet
+    # burst planned 7.5 % fast at 0.02 refused 22 that way (docs/reliability.md).
+    headroom: float = 0.05
 
 
 # A waiter whose turn comes with less than this many service times left is refused
