@@ -189,8 +189,10 @@ def launch(layout: StackLayout, name: str, env: dict[str, str] | None = None) ->
         command(layout, name), layout.log_file(name), env=env, name=name, detach=True
     )
     if niceness := NICENESS.get(name, 0):
-        # Before the process has started its workers, so that they inherit it.
-        os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
+        # Relative to this process's own (raising a niceness needs no privilege), before
+        # the process has started its workers, so that they inherit it.
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, min(own + niceness, 19))
     layout.pid_file(name).write_text(str(proc.pid))
     return proc
 
