@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import psutil
 
-from bench.harness import ROOT, commit, percentile
+from bench.harness import ROOT, commit, metric_samples, percentile
 from ragplane.channels import client_channel_options
 from ragplane.client import api_key_for, api_key_interceptors
 from ragplane.ops import stack
@@ -409,26 +410,17 @@ def write_table(doc: Path, text: str) -> None:
     doc.write_text(pattern.sub(lambda _: block, content))
 
 
-def admission_gauges(layout: stack.StackLayout) -> dict[str, float]:
+async def admission_gauges(layout: stack.StackLayout) -> dict[str, float]:
     """The gateway's admission gauges (slots, service-time estimate) from its metrics
     endpoint: what admission plans the burst with."""
-    import httpx
-
-    wanted = {
-        "ragplane_gateway_asks_in_flight_limit": "slots",
-        "ragplane_gateway_ask_service_seconds_estimate": "service_s_estimate",
-    }
-    url = f"http://{layout.host}:{layout.metrics_ports['gateway']}/metrics"
     try:
-        text = httpx.get(url, timeout=5).text
+        samples = await metric_samples(layout, "gateway")
     except httpx.HTTPError:
         return {}
-    out = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            out[wanted[name]] = float(value)
-    return out
+    return {
+        "slots": samples["ragplane_gateway_asks_in_flight_limit"],
+        "service_s_estimate": samples["ragplane_gateway_ask_service_seconds_estimate"],
+    }
 
 
 def _load() -> str:
@@ -449,7 +441,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             channels, args.concurrency, args.saturate, args.max_tokens, args.collection
         )
         rate = capacity["asks_per_second"]
-        gauges = {} if args.gateway else admission_gauges(layout)
+        gauges = {} if args.gateway else await admission_gauges(layout)
         print(f"capacity {rate:.2f} asks/s; admission {gauges}; burst of {args.asks}", flush=True)
         result = await burst_from_processes(
             target,

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from bench.harness import CORPUS, Bench, Stopwatch, alternate
+from bench.harness import CORPUS, Bench, Stopwatch, alternate, metric_samples
 from ragplane.embedder.server import EmbedderSettings
-from ragplane.ops import processes
+from ragplane.ops import processes, stack
 from ragplane.v1 import embedder_pb2, embedder_pb2_grpc
 
 # Infinity (PyPI infinity-emb) conflicts with vLLM's transformers pin, so it lives in its
@@ -39,14 +39,11 @@ def corpus_texts(count: int) -> list[str]:
     return [f"{paragraphs[i % len(paragraphs)]} ({i})" for i in range(count)]
 
 
-async def batch_sizes(metrics_url: str) -> tuple[float, float]:
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(metrics_url)).text
-    values = dict(
-        re.findall(r"^(ragplane_embedder_batch_size_(?:sum|count)) ([0-9.e+]+)$", text, re.M)
-    )
-    return float(values.get("ragplane_embedder_batch_size_sum", 0)), float(
-        values.get("ragplane_embedder_batch_size_count", 0)
+async def batch_sizes(layout: stack.StackLayout) -> tuple[float, float]:
+    samples = await metric_samples(layout, "embedder")
+    return (
+        samples.get("ragplane_embedder_batch_size_sum", 0.0),
+        samples.get("ragplane_embedder_batch_size_count", 0.0),
     )
 
 
@@ -82,11 +79,10 @@ async def run(bench: Bench) -> dict[str, Any]:
             await asyncio.gather(*(client() for _ in range(clients)))
         return len(texts) / w.seconds
 
-    metrics_url = f"http://127.0.0.1:{bench.layout.metrics_ports['embedder']}/metrics"
     await service()  # warm-up: first batches pay for lazy initialisation
-    before = await batch_sizes(metrics_url)
+    before = await batch_sizes(bench.layout)
     result = await alternate(2 if bench.smoke else 3, in_process, service)
-    after = await batch_sizes(metrics_url)
+    after = await batch_sizes(bench.layout)
     batches = after[1] - before[1]
     report = {
         "what": "texts/s: embedder service with concurrent clients vs in-process encode",

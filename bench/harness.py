@@ -11,12 +11,28 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from ragplane.channels import open_channel
 from ragplane.client import api_key_interceptors
 from ragplane.ops import stack
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+async def metric_samples(layout: stack.StackLayout, service: str) -> dict[str, float]:
+    """The unlabelled samples a stack service's Prometheus endpoint exposes now, by name
+    (a histogram's as NAME_sum and NAME_count), parsed by prometheus_client."""
+    url = f"http://{layout.host}:{layout.metrics_ports[service]}/metrics"
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(url)).text
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
 CORPUS = ROOT / "samples" / "handbook"
 
 

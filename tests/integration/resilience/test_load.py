@@ -6,11 +6,9 @@ bounded and it still serves afterwards."""
 from __future__ import annotations
 
 import asyncio
-import re
-
-import httpx
 
 from bench.burst import ask_once, burst, open_channels
+from bench.harness import metric_samples
 from ragplane.ops import processes, stack
 
 BURST = 60
@@ -21,12 +19,9 @@ MEMORY_GROWTH_MIB = 64
 
 
 async def gateway_metric(layout: stack.StackLayout, name: str) -> float:
-    url = f"http://127.0.0.1:{layout.metrics_ports['gateway']}/metrics"
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(url)).text
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not exported"
-    return float(match.group(1))
+    samples = await metric_samples(layout, "gateway")
+    assert name in samples, f"{name} not exported"
+    return samples[name]
 
 
 async def test_a_burst_is_answered_or_refused_early_with_a_retry_hint(
