@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import platform
-import re
 import statistics
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ import grpc
 import httpx
 import psutil
 
-from bench.harness import ROOT, commit, metric_samples, percentile
+from bench.harness import ROOT, commit, metric_samples, percentile, write_between
 from ragplane.channels import client_channel_options
 from ragplane.client import api_key_for, api_key_interceptors
 from ragplane.ops import stack
@@ -211,7 +210,7 @@ async def burst(
     return result
 
 
-def _callers(
+def burst_share(
     target: str, asks: int, deadline_s: float, max_tokens: int, collection: str, start_at: float
 ) -> list[Outcome]:
     """One client process's share of a burst: its asks start at wall-clock `start_at`."""
@@ -256,7 +255,7 @@ async def burst_from_processes(
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [
             loop.run_in_executor(
-                pool, _callers, target, n, deadline_s, max_tokens, collection, start_at
+                pool, burst_share, target, n, deadline_s, max_tokens, collection, start_at
             )
             for n in shares
         ]
@@ -400,16 +399,6 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(doc: Path, text: str) -> None:
-    """Replaces the table between the markers of `doc`."""
-    content = doc.read_text()
-    pattern = re.compile(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END), re.DOTALL)
-    if not pattern.search(content):
-        raise SystemExit(f"{doc} has no burst table markers ({TABLE_BEGIN})")
-    block = f"{TABLE_BEGIN}\n{text}{TABLE_END}"
-    doc.write_text(pattern.sub(lambda _: block, content))
-
-
 async def admission_gauges(layout: stack.StackLayout) -> dict[str, float]:
     """The gateway's admission gauges (slots, service-time estimate) from its metrics
     endpoint: what admission plans the burst with."""
@@ -489,7 +478,7 @@ def main() -> None:
     text = table(report)
     print(text)
     if args.write:
-        write_table(args.write, text)
+        write_between(args.write, TABLE_BEGIN, TABLE_END, text)
 
 
 if __name__ == "__main__":

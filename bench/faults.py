@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from typing import Any
 import grpc
 
 from bench.burst import Outcome, ask_once, open_channels
-from bench.harness import ROOT, commit
+from bench.harness import ROOT, commit, write_between
 from ragplane.ops import processes, stack
 from ragplane.v1 import gateway_pb2_grpc
 
@@ -175,14 +174,6 @@ def table(results: list[FaultResult], when: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(doc: Path, text: str) -> None:
-    content = doc.read_text()
-    pattern = re.compile(re.escape(TABLE_BEGIN) + ".*?" + re.escape(TABLE_END), re.DOTALL)
-    if not pattern.search(content):
-        raise SystemExit(f"{doc} has no faults table markers ({TABLE_BEGIN})")
-    doc.write_text(pattern.sub(lambda _: f"{TABLE_BEGIN}\n{text}{TABLE_END}", content))
-
-
 async def main_async(args: argparse.Namespace) -> list[FaultResult]:
     from ragplane.ops.cli import layout_from_env
 
@@ -219,7 +210,7 @@ def main() -> None:
     text = table(results, f"{when}, commit {report['commit']}, load average after {load}")
     print(text)
     if args.write:
-        write_table(args.write, text)
+        write_between(args.write, TABLE_BEGIN, TABLE_END, text)
 
 
 if __name__ == "__main__":

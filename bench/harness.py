@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import subprocess
 import time
@@ -33,6 +34,8 @@ async def metric_samples(layout: stack.StackLayout, service: str) -> dict[str, f
         for sample in family.samples
         if not sample.labels
     }
+
+
 CORPUS = ROOT / "samples" / "handbook"
 
 
@@ -43,6 +46,16 @@ def commit() -> str:
         ).stdout.strip()
     except OSError:
         return "unknown"
+
+
+def write_between(doc: Path, begin: str, end: str, text: str) -> None:
+    """Replaces what lies between the markers `begin` and `end` of the Markdown `doc`
+    (a benchmark's table) with `text`."""
+    content = doc.read_text()
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
+    if not pattern.search(content):
+        raise SystemExit(f"{doc} has no markers {begin} ... {end}")
+    doc.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", content))
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -30,6 +30,7 @@ from ragplane.errors import ConfigError, PermissionDenied, RagplaneError, Unauth
 from ragplane.gateway import audit, metrics
 from ragplane.gateway.quotas import Quotas
 from ragplane.keys import KeyRecord, Role
+from ragplane.server import HandlerInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -287,20 +288,20 @@ def _target(request: Any) -> dict[str, str]:
     return target
 
 
-class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
+class GrpcAuthInterceptor(HandlerInterceptor):
     """Authenticates and authorizes every GatewayService call before its handler runs
     (inside ServiceInterceptor, which maps the refusals to statuses); other services on
     the port (health, reflection) pass. Streams hold one of the key's stream slots."""
 
     def __init__(self, auth: Authenticator) -> None:
+        super().__init__()
         self._auth = auth
         self._prefix = f"/{GATEWAY_SERVICE}/"
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefix):
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if not method.startswith(self._prefix):
             return handler
-        action = handler_call_details.method[len(self._prefix) :]
+        action = method[len(self._prefix) :]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(action, handler.unary_unary),

@@ -24,7 +24,6 @@ from ragplane.config import env_float, env_str
 from ragplane.errors import ConfigError, InvalidArgument, RagplaneError
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("ragplane.access")
 # The metadata key of a retry hint, in seconds (HTTP's Retry-After, in gRPC trailers).
 RETRY_AFTER = "retry-after"
 # How often a service with required dependencies asks whether they are up.
@@ -86,12 +85,16 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return parse
 
 
-class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Written once for every service: a SERVER span and RPC metrics per call, and
-    exceptions from handlers turned into gRPC statuses with actionable messages."""
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """An interceptor whose wrapping depends on the method alone: each method's handler is
+    wrapped once, on its first call, and reused. Wrapping on every call (a new handler,
+    new closures) is a share of what a refused call costs, paid by each of a burst's
+    thousand refusals (docs/reliability.md)."""
 
-    def __init__(self, service: str) -> None:
-        self._service = service
+    def __init__(self) -> None:
+        # Full method -> (the handler the rest of the chain gave, its wrapped twin). Only
+        # methods that have a handler are kept: as many as the server serves.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -101,9 +104,27 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        full_method = handler_call_details.method
-        method = full_method.rsplit("/", 1)[-1]
-        observed = _Observed(self._service, method, full_method)
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is None or cached[0] is not handler:
+            cached = (handler, self.wrap(method, handler))
+            self._wrapped[method] = cached
+        return cached[1]
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+class ServiceInterceptor(HandlerInterceptor):
+    """Written once for every service: a SERVER span and RPC metrics per call, and
+    exceptions from handlers turned into gRPC statuses with actionable messages."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        observed = _Observed(self._service, method.rsplit("/", 1)[-1], method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 observed.unary(handler.unary_unary),
@@ -126,19 +147,37 @@ class _Observed:
         self._service = service
         self._method = method
         self._full_method = full_method.lstrip("/")
+        # Health checks are left out of the access log: probes and the gateway's
+        # dependency checks ask every second.
+        self._logged = not self._full_method.startswith("grpc.health.")
+        # The metrics' children, looked up once (a code's on its first call).
+        self._requests: dict[grpc.StatusCode, Any] = {}
+        self._duration = telemetry.RPC_DURATION.labels(service, method)
 
     def _record(self, code: grpc.StatusCode, started: float) -> None:
         elapsed = time.perf_counter() - started
-        telemetry.RPC_REQUESTS.labels(self._service, self._method, code.name).inc()
-        telemetry.RPC_DURATION.labels(self._service, self._method).observe(elapsed)
-        # The access log: inside the server span, so the line carries the trace id. Health
-        # checks are left out: probes and the gateway's dependency checks ask every second.
-        if not self._full_method.startswith("grpc.health."):
-            access_log.info("%s %s %.1f ms", self._full_method, code.name, elapsed * 1000)
+        requests = self._requests.get(code)
+        if requests is None:
+            requests = self._requests[code] = telemetry.RPC_REQUESTS.labels(
+                self._service, self._method, code.name
+            )
+        requests.inc()
+        self._duration.observe(elapsed)
+        # The access log: inside the server span, so the line carries the trace id.
+        if self._logged:
+            telemetry.ACCESS_LOG.write(
+                code is grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "%s %s %.1f ms",
+                self._full_method,
+                code.name,
+                elapsed * 1000,
+            )
 
     @asynccontextmanager
     async def _observed(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        """The call's span and metrics; an exception from the body becomes its status."""
+        """The call's span and metrics; an exception from the body becomes its status,
+        set rather than raised (an abort costs grpc more, and a burst's refusals pay it
+        a thousand times): the handler then ends, and grpc sends the status."""
         started, code = time.perf_counter(), grpc.StatusCode.OK
         with telemetry.server_span(self._full_method, context.invocation_metadata()) as span:
             try:
@@ -153,8 +192,10 @@ class _Observed:
                 code, message = status_of(exc)
                 span.set_status(trace.StatusCode.ERROR, message)
                 retry_after = retry_after_of(exc)
-                trailers = ((RETRY_AFTER, str(retry_after)),) if retry_after else ()
-                await context.abort(code, message, trailing_metadata=trailers)
+                if retry_after:
+                    context.set_trailing_metadata(((RETRY_AFTER, str(retry_after)),))
+                context.set_code(code)
+                context.set_details(message)
             finally:
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
                 self._record(code, started)
@@ -165,6 +206,7 @@ class _Observed:
                 if isinstance(request, _Undecodable):
                     raise InvalidArgument(request.message)
                 return await behavior(request, context)
+            return None  # failed: the status is set
 
         return guarded
 

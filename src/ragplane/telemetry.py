@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,6 +50,46 @@ CLIENT_DURATION = Histogram(
 )
 
 tracer = trace.get_tracer("ragplane")
+
+
+class AccessLog:
+    """The access log: a line per call, but not per refusal under overload. Past
+    `refusals_per_s` refused calls in a second the rest of that second's are counted, not
+    logged, and the next refusal logged says how many were left out; the request metrics
+    count every one. A burst's thousand refusals would otherwise each pay for a JSON
+    line, a tenth of what refusing costs (docs/reliability.md), when the gateway can
+    least afford it. One event loop uses it: not thread-safe."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        refusals_per_s: int = 20,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._limit = refusals_per_s
+        self._clock = clock
+        self._second = 0.0
+        self._logged = 0  # refusals logged in the current second
+        self._left_out = 0  # refusals not logged since the last one that was
+
+    def write(self, refused: bool, message: str, *args: object) -> None:
+        if refused:
+            now = self._clock()
+            if now - self._second >= 1.0:
+                self._second, self._logged = now, 0
+            if self._logged >= self._limit:
+                self._left_out += 1
+                return
+            self._logged += 1
+            if self._left_out:
+                message += " (and %d refusals not logged before this one)"
+                args = (*args, self._left_out)
+                self._left_out = 0
+        self._logger.info(message, *args)
+
+
+ACCESS_LOG = AccessLog(logging.getLogger("ragplane.access"))
 
 
 def setup_telemetry(service: str) -> None:

@@ -4,17 +4,15 @@ access log lines labelled by route template."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragplane import telemetry
 from ragplane.gateway import metrics
 from ragplane.gateway.http.errors import error_response
-
-access_log = logging.getLogger("ragplane.access")
 
 
 class BodyLimit:
@@ -102,7 +100,9 @@ class RequestMetrics:
             route = route_of(scope)
             metrics.HTTP_REQUESTS.labels(route, scope["method"], str(status)).inc()
             metrics.HTTP_REQUEST_DURATION.labels(route).observe(elapsed)
-            access_log.info("%s %s %d %.1f ms", scope["method"], route, status, elapsed * 1000)
+            telemetry.ACCESS_LOG.write(
+                status == 429, "%s %s %d %.1f ms", scope["method"], route, status, elapsed * 1000
+            )
 
 
 def route_of(scope: Scope) -> str:
