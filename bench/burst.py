@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import platform
@@ -36,7 +35,7 @@ import grpc
 import httpx
 import psutil
 
-from bench.harness import ROOT, commit, metric_samples, percentile, write_between
+from bench.harness import ROOT, commit, metric_samples, percentile, publish
 from ragplane.channels import client_channel_options
 from ragplane.client import api_key_for, api_key_interceptors
 from ragplane.ops import stack
@@ -473,12 +472,7 @@ def main() -> None:
     p.add_argument("--write", type=Path, help="replace the burst table in this Markdown file")
     args = p.parse_args()
     report = asyncio.run(main_async(args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    text = table(report)
-    print(text)
-    if args.write:
-        write_between(args.write, TABLE_BEGIN, TABLE_END, text)
+    publish(report, table(report), args.out, args.write, TABLE_BEGIN, TABLE_END)
 
 
 if __name__ == "__main__":

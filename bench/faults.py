@@ -28,7 +28,7 @@ from typing import Any
 import grpc
 
 from bench.burst import Outcome, ask_once, open_channels
-from bench.harness import ROOT, commit, write_between
+from bench.harness import ROOT, commit, publish
 from ragplane.ops import processes, stack
 from ragplane.v1 import gateway_pb2_grpc
 
@@ -205,12 +205,8 @@ def main() -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report: dict[str, Any] = {"commit": commit(), "date": when, "load_after": load}
     report["faults"] = [asdict(r) for r in results]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
     text = table(results, f"{when}, commit {report['commit']}, load average after {load}")
-    print(text)
-    if args.write:
-        write_between(args.write, TABLE_BEGIN, TABLE_END, text)
+    publish(report, text, args.out, args.write, TABLE_BEGIN, TABLE_END)
 
 
 if __name__ == "__main__":

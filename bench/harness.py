@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
@@ -56,6 +57,18 @@ def write_between(doc: Path, begin: str, end: str, text: str) -> None:
     if not pattern.search(content):
         raise SystemExit(f"{doc} has no markers {begin} ... {end}")
     doc.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", content))
+
+
+def publish(
+    report: dict[str, Any], text: str, out: Path, doc: Path | None, begin: str, end: str
+) -> None:
+    """A benchmark's results: the report as JSON in `out`, its table printed, and the
+    table written between the markers of `doc` when one is given (--write)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(text)
+    if doc is not None:
+        write_between(doc, begin, end, text)
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import sys
@@ -38,7 +37,7 @@ import grpc
 import psutil
 
 from bench.burst import QUESTION, Outcome, ask_once, burst_share, open_channels
-from bench.harness import ROOT, commit, spread, write_between
+from bench.harness import ROOT, commit, publish, spread
 from ragplane.ops import processes, stack
 from ragplane.v1 import gateway_pb2_grpc
 
@@ -248,12 +247,7 @@ def main() -> None:
     from ragplane.ops.cli import layout_from_env
 
     report = asyncio.run(measure(layout_from_env(), args))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    text = table(report)
-    print(text)
-    if args.write:
-        write_between(args.write, TABLE_BEGIN, TABLE_END, text)
+    publish(report, table(report), args.out, args.write, TABLE_BEGIN, TABLE_END)
 
 
 if __name__ == "__main__":

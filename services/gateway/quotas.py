@@ -85,6 +85,26 @@ class Quotas:
         """Holds one of the key's concurrent streams while the `with` block runs."""
         return StreamSlot(self, key_id, tenant)
 
+    def open_stream(self, key_id: str, tenant: str) -> None:
+        """Takes one of the key's concurrent streams; RESOURCE_EXHAUSTED at its limit."""
+        limit = self.settings.max_streams
+        open_now = self._streams.get(key_id, 0)
+        if limit and open_now >= limit:
+            metrics.QUOTA_REFUSALS.labels(metrics.tenant_label(tenant), "streams").inc()
+            raise ResourceExhausted(
+                f"this API key has {open_now} answers streaming, its limit; retry when "
+                "one has finished",
+                retry_after=1.0,
+            )
+        self._streams[key_id] = open_now + 1
+
+    def close_stream(self, key_id: str) -> None:
+        left = self._streams[key_id] - 1
+        if left:
+            self._streams[key_id] = left
+        else:
+            del self._streams[key_id]
+
     def check_storage(self, tenant: str, stored: int, adding: int) -> None:
         """RESOURCE_EXHAUSTED when `adding` chunks would take the tenant past its limit."""
         limit = self.settings.max_tenant_chunks
@@ -110,22 +130,7 @@ class StreamSlot:
         self._quotas, self._key_id, self._tenant = quotas, key_id, tenant
 
     def __enter__(self) -> None:
-        streams = self._quotas._streams
-        limit = self._quotas.settings.max_streams
-        open_now = streams.get(self._key_id, 0)
-        if limit and open_now >= limit:
-            metrics.QUOTA_REFUSALS.labels(metrics.tenant_label(self._tenant), "streams").inc()
-            raise ResourceExhausted(
-                f"this API key has {open_now} answers streaming, its limit; retry when "
-                "one has finished",
-                retry_after=1.0,
-            )
-        streams[self._key_id] = open_now + 1
+        self._quotas.open_stream(self._key_id, self._tenant)
 
     def __exit__(self, *exc: object) -> None:
-        streams = self._quotas._streams
-        left = streams[self._key_id] - 1
-        if left:
-            streams[self._key_id] = left
-        else:
-            del streams[self._key_id]
+        self._quotas.close_stream(self._key_id)
