@@ -55,8 +55,13 @@ async def run(bench: Bench) -> dict[str, Any]:
     clients, per_request = (2, 8) if bench.smoke else (8, 16)
     # The service's backend on a CPU (auto: backends.CPU_BACKEND), its ONNX export if
     # that is the backend: the stack's state dir holds the one the service verified.
+    # One forward worker: torch keeps its own threading, which `encode` is measured with.
     loaded = EmbeddingModel(
-        MINILM, "cpu", backend=EmbedderSettings.from_env().backend, state_dir=bench.layout.state_dir
+        MINILM,
+        "cpu",
+        backend=EmbedderSettings.from_env().backend,
+        state_dir=bench.layout.state_dir,
+        forward_workers=1,
     )
     model = loaded.model
     stub = embedder_pb2_grpc.EmbedderServiceStub(bench.channel("embedder"))

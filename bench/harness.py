@@ -106,13 +106,21 @@ class Bench:
 
 
 async def alternate(
-    runs: int, baseline: Callable[[], Awaitable[float]], ours: Callable[[], Awaitable[float]]
+    runs: int,
+    baseline: Callable[[], Awaitable[float]],
+    ours: Callable[[], Awaitable[float]],
+    first: str = "baseline",
 ) -> dict[str, Any]:
-    """Runs baseline and ours in turns (ABAB…) so drift hits both; ratio per pair."""
+    """Runs baseline and ours in turns (ABAB…, or BABA… with first="ours") so drift hits
+    both; ratio per pair."""
     base, mine, ratios = [], [], []
     for _ in range(runs):
-        b = await baseline()
-        m = await ours()
+        if first == "ours":
+            m = await ours()
+            b = await baseline()
+        else:
+            b = await baseline()
+            m = await ours()
         base.append(b)
         mine.append(m)
         ratios.append(m / b)

@@ -133,6 +133,21 @@ def render(r: dict[str, Any]) -> str:
             + " | >= 10x "
             f"| {'yes' if ix['ratio'] >= 10 else 'no'} |" + at(ix)
         )
+        raw = ix.get("vs_embedder")
+        if raw:
+            lines.append(
+                f"| indexing chunks/s vs the embedder's texts/s on the same {raw['chunks']} chunks "
+                f"({raw['documents']} documents) | embedder alone: {_spread(raw['baseline'], '{:.1f}')} "
+                f"| pipeline: {_spread(raw['ours'], '{:.1f}')} | {_spread(raw['ratio'])} | >= 0.9 "
+                f"| {'yes' if raw['ratio']['median'] >= 0.9 else 'no'} |" + at(ix)
+            )
+            peak = raw["matmul_peak"]
+            lines.append(
+                f"| embedder GFLOP/s on those chunks (mean {raw['mean_tokens']:.0f} tokens, unpadded) "
+                f"| fp32 matmul {peak['size']}², {peak['threads']} threads: {peak['gflops']:.0f} "
+                f"| embedder: {raw['embedder_gflops']:.0f}, pipeline: {raw['pipeline_gflops']:.0f} "
+                f"| {raw['embedder_fraction_of_peak']:.2f} of peak | reported | - |" + at(ix)
+            )
     jb = r.get("jobs")
     if jb:
         for case, label in (("fresh", "from nothing"), ("unchanged", "all unchanged")):

@@ -124,14 +124,19 @@ def _export(model: ResolvedModel, out: Path) -> dict[str, object]:
     }
 
 
-def use_onnx(model: Any, onnx_file: Path) -> None:
+def use_onnx(model: Any, onnx_file: Path, threads: int = 0) -> None:
     """Puts an ONNX Runtime session where the SentenceTransformer's first module keeps
     its Hugging Face model (where optimum's would sit): the same inputs in,
-    last_hidden_state out; the torch weights are released."""
+    last_hidden_state out; the torch weights are released. `threads`: per run (0, ONNX
+    Runtime's default: every core)."""
     import onnxruntime  # type: ignore[import-untyped]
     import torch
 
-    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(
+        str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     inputs = [i.name for i in session.get_inputs()]
 
     class OnnxTransformer(torch.nn.Module):

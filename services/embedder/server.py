@@ -41,6 +41,9 @@ class EmbedderSettings:
     # cap. A request larger than the cap runs as a batch of its own.
     max_batch_tokens: int
     forward_batch_size: int
+    # Forward passes at once, each on its own thread (a CPU: one per core, each pass on
+    # one thread); 0 picks by device (see model.forward_workers_for).
+    forward_workers: int
     max_wait_ms: int
     max_queue_texts: int
     max_texts_per_request: int
@@ -64,6 +67,7 @@ class EmbedderSettings:
             # text-embeddings-inference's default.
             max_batch_tokens=env_int("RAGPLANE_EMBEDDER_MAX_BATCH_TOKENS", 16384, minimum=0),
             forward_batch_size=env_int("RAGPLANE_EMBEDDER_FORWARD_BATCH_SIZE", 0, minimum=0),
+            forward_workers=env_int("RAGPLANE_EMBEDDER_FORWARD_WORKERS", 0, minimum=0),
             max_wait_ms=env_int("RAGPLANE_EMBEDDER_MAX_WAIT_MS", 5, minimum=0),
             max_queue_texts=env_int("RAGPLANE_EMBEDDER_MAX_QUEUE_TEXTS", 8192, minimum=1),
             max_texts_per_request=env_int(
@@ -76,7 +80,8 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
     def __init__(self, settings: EmbedderSettings, model: EmbeddingModel) -> None:
         self._settings = settings
         self._model = model
-        # One thread does model work (torch uses the cores); one more tokenizes.
+        # One thread runs each batch (its forward passes spread over the model's
+        # workers); one more counts tokens.
         self._compute = ThreadPoolExecutor(1, thread_name_prefix="embed")
         self._tokenize = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
         self.batcher = DynamicBatcher(
@@ -156,16 +161,21 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 async def run(settings: EmbedderSettings) -> None:
     started = time.perf_counter()
     model = EmbeddingModel(
-        settings.pin, settings.device, settings.forward_batch_size, settings.backend
+        settings.pin,
+        settings.device,
+        settings.forward_batch_size,
+        settings.backend,
+        forward_workers=settings.forward_workers,
     )
     log.info(
-        "loaded %s (%d-d) on %s with %s in %.1f s; forward passes of %d texts",
+        "loaded %s (%d-d) on %s with %s in %.1f s; forward passes of %d texts, %d at once",
         model.identity.id,
         model.identity.dimension,
         model.device,
         model.backend,
         time.perf_counter() - started,
         model.forward_batch_size,
+        model.forward_workers,
     )
     servicer = EmbedderServicer(settings, model)
     servicer.batcher.start()

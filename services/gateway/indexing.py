@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import grpc
 
@@ -25,6 +27,12 @@ MAX_DOCUMENTS_PER_REQUEST = 256
 MAX_DOCUMENT_BYTES = 8 * 1024 * 1024
 # Texts per Embed call: large enough to batch well, small enough to stay under limits.
 EMBED_SLICE = 128
+# Documents are embedded and written in groups of at least this many chunks, while the
+# documents after them are chunked: the embedder is not left waiting on parsing or on
+# Milvus. At most WRITES_IN_FLIGHT groups at once bounds the request's memory and its
+# share of the embedder's queue.
+GROUP_TEXTS = 32
+WRITES_IN_FLIGHT = 8
 # Bumped when chunking changes in a way that must re-index unchanged documents.
 CHUNKER_VERSION = "4"
 
@@ -34,6 +42,42 @@ class _Prepared:
     document: gateway_pb2.Document
     index_hash: str
     drafts: list[ChunkDraft]
+
+
+class _Writes:
+    """The groups being embedded and written, at most `limit` at once; their results go
+    into `results`. The first write that fails ends the request: the error is raised
+    from the next `start` or from `finish`, and `cancel` stops the rest."""
+
+    def __init__(self, limit: int, results: dict[str, gateway_pb2.DocumentResult]) -> None:
+        self._limit = limit
+        self._results = results
+        self._running: set[asyncio.Task[list[gateway_pb2.DocumentResult]]] = set()
+
+    async def start(
+        self, write: Callable[[], Coroutine[Any, Any, list[gateway_pb2.DocumentResult]]]
+    ) -> None:
+        """Waits for a free slot (raising a finished write's error), then starts `write()`."""
+        while len(self._running) >= self._limit:
+            await self._collect(asyncio.FIRST_COMPLETED)
+        self._running.add(asyncio.create_task(write()))
+
+    async def finish(self) -> None:
+        while self._running:
+            await self._collect(asyncio.FIRST_EXCEPTION)
+
+    async def cancel(self) -> None:
+        for task in self._running:
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+        self._running.clear()
+
+    async def _collect(self, when: str) -> None:
+        done, _ = await asyncio.wait(self._running, return_when=when)
+        for task in done:
+            self._running.discard(task)
+            for result in task.result():
+                self._results[result.doc_id] = result
 
 
 class IndexingPipeline:
@@ -64,26 +108,34 @@ class IndexingPipeline:
         budget = min(self._chunk_tokens, info.max_sequence_length)
         stored = await self._stored_hashes(collection, documents, until)
         results: dict[str, gateway_pb2.DocumentResult] = {}
-        to_write: list[_Prepared] = []
-        for doc in documents:
-            index_hash = _index_hash(doc, budget, info.model)
-            if stored.get(doc.doc_id) == index_hash:
-                results[doc.doc_id] = gateway_pb2.DocumentResult(
-                    doc_id=doc.doc_id, status=gateway_pb2.INGEST_STATUS_UNCHANGED
-                )
-                continue
-            try:
-                with tracer.start_as_current_span("chunk") as span:
-                    span.set_attribute("ragplane.doc_id", doc.doc_id)
-                    drafts = await self._chunk(doc, budget, until)
-                    span.set_attribute("ragplane.chunks", len(drafts))
-            except RagplaneError as exc:
-                results[doc.doc_id] = _failed(doc.doc_id, str(exc))
-                continue
-            to_write.append(_Prepared(doc, index_hash, drafts))
-        if to_write:
-            for result in await self._write(collection, info.model, to_write, until):
-                results[result.doc_id] = result
+        writes = _Writes(WRITES_IN_FLIGHT, results)
+        group: list[_Prepared] = []
+        try:
+            for doc in documents:
+                index_hash = _index_hash(doc, budget, info.model)
+                if stored.get(doc.doc_id) == index_hash:
+                    results[doc.doc_id] = gateway_pb2.DocumentResult(
+                        doc_id=doc.doc_id, status=gateway_pb2.INGEST_STATUS_UNCHANGED
+                    )
+                    continue
+                try:
+                    with tracer.start_as_current_span("chunk") as span:
+                        span.set_attribute("ragplane.doc_id", doc.doc_id)
+                        drafts = await self._chunk(doc, budget, until)
+                        span.set_attribute("ragplane.chunks", len(drafts))
+                except RagplaneError as exc:
+                    results[doc.doc_id] = _failed(doc.doc_id, str(exc))
+                    continue
+                group.append(_Prepared(doc, index_hash, drafts))
+                if sum(len(p.drafts) for p in group) >= GROUP_TEXTS:
+                    # Embedded and written while the next documents are chunked.
+                    await writes.start(partial(self._write, collection, info.model, group, until))
+                    group = []
+            if group:
+                await writes.start(partial(self._write, collection, info.model, group, until))
+            await writes.finish()
+        finally:
+            await writes.cancel()
         ordered = [results[doc.doc_id] for doc in documents]
         for r in ordered:
             status = gateway_pb2.IngestStatus.Name(r.status).removeprefix("INGEST_STATUS_")

@@ -13,6 +13,7 @@ import asyncio
 import json
 import ssl
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ DOCUMENT_SUFFIXES = {
     ".pptx",
 }
 INGEST_BATCH = 8
+# Requests in flight: the gateway reads and chunks one batch while it embeds another.
+INGEST_IN_FLIGHT = 2
 INGEST_TIMEOUT_S = 300.0
 ASK_TIMEOUT_S = 180.0
 # The commands that talk to a gateway (local or --gateway/--http), with their help.
@@ -150,16 +153,33 @@ async def ingest(
     skipped = [entry for entry in scanned if isinstance(entry, Skipped)]
     results: list[IngestResult] = []
     chunks = 0
-    for start in range(0, len(found), INGEST_BATCH):
-        batch = found[start : start + INGEST_BATCH]
+
+    async def send(batch: list[tuple[str, Path]]) -> list[IngestResult]:
         documents = [
             Document(doc_id=doc_id, source=str(file), content=file.read_bytes())
             for doc_id, file in batch
         ]
-        replies = await gateway.ingest(documents, collection=collection, timeout=INGEST_TIMEOUT_S)
+        return await gateway.ingest(documents, collection=collection, timeout=INGEST_TIMEOUT_S)
+
+    def done(replies: list[IngestResult]) -> None:
+        nonlocal chunks
         results.extend(replies)
         chunks += sum(r.chunks_written for r in replies)
         _progress(out, len(results), len(found), chunks)
+
+    # Batches in order, INGEST_IN_FLIGHT at once; the first error stops the rest.
+    in_flight: deque[asyncio.Task[list[IngestResult]]] = deque()
+    try:
+        for start in range(0, len(found), INGEST_BATCH):
+            in_flight.append(asyncio.create_task(send(found[start : start + INGEST_BATCH])))
+            if len(in_flight) >= INGEST_IN_FLIGHT:
+                done(await in_flight.popleft())
+        while in_flight:
+            done(await in_flight.popleft())
+    finally:
+        for task in in_flight:
+            task.cancel()
+        await asyncio.gather(*in_flight, return_exceptions=True)
     out.write("\n")
     summary = dict.fromkeys(IngestStatus, 0)
     for r in results:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ragplane.embedder import backends
 from ragplane.embedder.backends import ONNX, ONNX_FILE, TORCH, export_folder
@@ -35,11 +37,25 @@ def state() -> Path:
 
 
 @pytest.fixture(scope="module")
-def loaded(state: Path) -> tuple[EmbeddingModel, EmbeddingModel]:
-    return (
-        EmbeddingModel(MINILM, "cpu", 2, TORCH, state),
-        EmbeddingModel(MINILM, "cpu", 2, ONNX, state),
+def loaded(state: Path) -> Iterator[tuple[EmbeddingModel, EmbeddingModel]]:
+    # Passes on two workers, as on a 2-core CPU; the model sets torch's threads to one.
+    threads = torch.get_num_threads()
+    yield (
+        EmbeddingModel(MINILM, "cpu", 2, TORCH, state, forward_workers=2),
+        EmbeddingModel(MINILM, "cpu", 2, ONNX, state, forward_workers=2),
     )
+    torch.set_num_threads(threads)
+
+
+def test_passes_on_workers_embed_as_sentence_transformers_does(loaded):
+    """Each text's vector, in the caller's order, whether the passes run on workers."""
+    torch_model = loaded[0]
+    texts = [*TEXTS, *reversed(TEXTS), TEXTS[1]]
+    expected = torch_model.model.encode(texts, batch_size=2, normalize_embeddings=True)
+    actual = torch_model.encode(texts)
+    assert actual.shape == (len(texts), 384)
+    assert np.sum(expected * actual, axis=1).min() >= 0.99999
+    np.testing.assert_allclose(np.linalg.norm(actual, axis=1), 1.0, atol=1e-5)
 
 
 def test_onnx_embeds_as_torch_does(loaded):
