@@ -115,7 +115,9 @@ class EmbeddingModel:
             )
         # The same sorting and cutting, the passes run forward_workers at a time.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        size = self.forward_batch_size
+        # A batch too small to give every worker a full pass is split evenly between
+        # them (a query of 8 texts: 2 passes of 4), so no core idles; one text is one pass.
+        size = max(1, min(self.forward_batch_size, -(-len(texts) // self.forward_workers)))
         passes = [order[i : i + size] for i in range(0, len(order), size)]
         vectors = np.empty((len(texts), self.identity.dimension), dtype=np.float32)
         encoded = self._passes.map(self._encode_pass, ([texts[i] for i in p] for p in passes))

@@ -58,6 +58,22 @@ def test_passes_on_workers_embed_as_sentence_transformers_does(loaded):
     np.testing.assert_allclose(np.linalg.norm(actual, axis=1), 1.0, atol=1e-5)
 
 
+def test_a_small_batch_is_split_between_the_workers(loaded, monkeypatch: pytest.MonkeyPatch):
+    """Five texts with passes of 8 on two workers: passes of 3 and 2, the same vectors."""
+    torch_model = loaded[0]
+    passes: list[int] = []
+    run_pass = torch_model._encode_pass
+    monkeypatch.setattr(torch_model, "forward_batch_size", 8)
+    monkeypatch.setattr(
+        torch_model, "_encode_pass", lambda texts: passes.append(len(texts)) or run_pass(texts)
+    )
+    texts = list(TEXTS)
+    expected = torch_model.model.encode(texts, batch_size=8, normalize_embeddings=True)
+    actual = torch_model.encode(texts)
+    assert sorted(passes) == [2, 3]
+    assert np.sum(expected * actual, axis=1).min() >= 0.99999
+
+
 def test_onnx_embeds_as_torch_does(loaded):
     torch_model, onnx_model = loaded
     assert (torch_model.backend, onnx_model.backend) == (TORCH, ONNX)
