@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -23,6 +25,42 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "integration" in item.path.relative_to(ROOT / "tests").parts[:1]:
             item.add_marker(pytest.mark.integration)
+
+
+# Lines of each service's log a failing test's report shows: its errors, last first.
+LOGGED_ERRORS = 20
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """A failing test that used the session's stack reports the errors its services
+    logged: CI keeps the report, not the stack's logs."""
+    report = yield
+    layout = getattr(item, "funcargs", {}).get("running_stack")
+    if report.failed and isinstance(layout, stack.StackLayout):
+        for log in sorted((layout.state_dir / "logs").glob("*.log")):
+            errors = _logged_errors(log)
+            if errors:
+                report.sections.append((f"errors in {log.name}", "\n".join(errors)))
+    return report
+
+
+def _logged_errors(log: Path) -> list[str]:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in reversed(lines):
+        try:
+            level = json.loads(line).get("level")
+        except (ValueError, AttributeError):
+            level = "ERROR" if "Traceback" in line or "Error" in line else None
+        if level in ("ERROR", "CRITICAL"):
+            found.append(line[:2000])
+            if len(found) == LOGGED_ERRORS:
+                break
+    return found[::-1]
 
 
 class SpanSink(trace_service_pb2_grpc.TraceServiceServicer):

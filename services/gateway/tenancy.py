@@ -122,7 +122,11 @@ class NamespacedRetriever:
     async def ListCollections(self, request, **kwargs):  # noqa: N802
         """Only the tenant's collections, under their public names."""
         tenant = current_tenant()
-        reply = await self._call(self._stub.ListCollections, request, {}, kwargs)
+        sent = retriever_pb2.ListCollectionsRequest()
+        sent.CopyFrom(request)
+        # The retriever counts only these; public_name still checks each one it sends.
+        sent.name_prefix = f"{tenant}{SEPARATOR}"
+        reply = await self._call(self._stub.ListCollections, sent, {}, kwargs)
         mine = retriever_pb2.ListCollectionsResponse()
         for c in reply.collections:
             name = public_name(tenant, c.name)
@@ -143,7 +147,8 @@ class NamespacedRetriever:
         storage limit; counted as added even where they replace a document's own."""
         if self.quotas is not None and self.quotas.settings.max_tenant_chunks:
             listed = await self.ListCollections(
-                retriever_pb2.ListCollectionsRequest(), timeout=kwargs.get("timeout")
+                retriever_pb2.ListCollectionsRequest(skip_document_count=True),
+                timeout=kwargs.get("timeout"),
             )
             stored = sum(c.chunk_count for c in listed.collections)
             adding = sum(len(d.chunks) for d in request.documents)

@@ -98,26 +98,35 @@ class Catalog:
         return await self._counted(name, record, record.model)
 
     async def _counted(
-        self, name: str, record: CollectionRecord, model: ModelRecord
+        self, name: str, record: CollectionRecord, model: ModelRecord, documents: bool = True
     ) -> CollectionSummary:
-        chunks, documents = await asyncio.gather(
+        """The summary with its chunk count, and its document count where `documents`
+        (0 otherwise: counting documents reads every chunk's doc_id)."""
+        if not documents:
+            return CollectionSummary.of(name, record, model, await self._store.count(name))
+        chunks, document_count = await asyncio.gather(
             self._store.count(name), self._store.count_documents(name)
         )
-        return replace(CollectionSummary.of(name, record, model, chunks), document_count=documents)
+        return replace(
+            CollectionSummary.of(name, record, model, chunks), document_count=document_count
+        )
 
-    async def collections(self) -> list[CollectionSummary]:
-        """Every collection ragplane created in the database, by name; collections that
-        record no model are not ragplane's, and are left out."""
-        names = sorted(await self._store.collection_names())
-        found = await asyncio.gather(*(self._summary(name) for name in names))
+    async def collections(
+        self, prefix: str = "", documents: bool = True
+    ) -> list[CollectionSummary]:
+        """Every collection ragplane created in the database whose name starts with
+        `prefix`, by name; collections that record no model are not ragplane's, and are
+        left out. `documents`: as in _counted."""
+        names = sorted(n for n in await self._store.collection_names() if n.startswith(prefix))
+        found = await asyncio.gather(*(self._summary(name, documents) for name in names))
         return [summary for summary in found if summary is not None]
 
-    async def _summary(self, name: str) -> CollectionSummary | None:
+    async def _summary(self, name: str, documents: bool) -> CollectionSummary | None:
         try:
             record = await self._store.record(name)
             if record.model is None:
                 return None
-            return await self._counted(name, record, record.model)
+            return await self._counted(name, record, record.model, documents)
         except NotFound:
             return None  # dropped since it was listed
 

@@ -44,8 +44,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServiceServicer):
         return retriever_pb2.DescribeCollectionResponse(collection=_collection(collection))
 
     async def ListCollections(self, request, context):  # noqa: N802
-        """Every collection ragplane created, by name, with its model and sizes."""
-        collections = await self._catalog.collections()
+        """The collections ragplane created (those named with the prefix, if one is
+        given), by name, with their models and sizes."""
+        collections = await self._catalog.collections(
+            request.name_prefix, documents=not request.skip_document_count
+        )
         return retriever_pb2.ListCollectionsResponse(
             collections=[_collection(c) for c in collections]
         )

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ragplane.v1 import common_pb2 as ragplane_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragplane/v1/retriever.proto\x12\x0bragplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18ragplane/v1/common.proto\"\xe9\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x64ocument_count\x18\x05 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x10\n\x08\x65xist_ok\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"X\n\x18\x43reateCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\")\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x1a\x44\x65scribeCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"\x18\n\x16ListCollectionsRequest\"G\n\x17ListCollectionsResponse\x12,\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x17.ragplane.v1.Collection\"b\n\x14ListDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x92\x02\n\x0eStoredDocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x10\n\x08\x64oc_hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12;\n\x08metadata\x18\x07 \x03(\x0b\x32).ragplane.v1.StoredDocument.MetadataEntry\x12.\n\nindex_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.StoredDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x15UpdateDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12)\n\x05patch\x18\x03 \x01(\x0b\x32\x1a.ragplane.v1.DocumentPatch\"G\n\x16UpdateDocumentResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.ragplane.v1.StoredDocument\"A\n\x0cIndexedChunk\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.ragplane.v1.Chunk\x12\x0e\n\x06vector\x18\x02 \x03(\x02\"K\n\x0e\x44ocumentChunks\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x19.ragplane.v1.IndexedChunk\"~\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12.\n\tdocuments\x18\x03 \x03(\x0b\x32\x1b.ragplane.v1.DocumentChunks\"V\n\x14\x44ocumentUpsertResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hunks_written\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x03 \x01(\r\"D\n\x0eUpsertResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.ragplane.v1.DocumentUpsertResult\";\n\x15\x44\x65leteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\xa4\x03\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x14\n\x0cquery_vector\x18\x03 \x03(\x02\x12\x12\n\nquery_text\x18\x04 \x01(\t\x12%\n\x04mode\x18\x05 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\r\n\x05top_k\x18\x07 \x01(\r\x12#\n\x06\x66usion\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\t \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\n \x03(\t\x12\x36\n\x10identifier_boost\x18\x0b \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12*\n\nname_check\x18\x0c \x01(\x0b\x32\x16.ragplane.v1.NameCheck\"0\n\tNameCheck\x12\r\n\x05terms\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontext_hits\x18\x02 \x01(\r\"\x99\x01\n\x0eSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ScoredChunk\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.ragplane.v1.Timing\x12\x11\n\trerank_ms\x18\x03 \x01(\x01\x12\x10\n\x08reranker\x18\x04 \x01(\t\x12\x15\n\runknown_terms\x18\x05 \x03(\t2\xa7\x06\n\x10RetrieverService\x12_\n\x10\x43reateCollection\x12$.ragplane.v1.CreateCollectionRequest\x1a%.ragplane.v1.CreateCollectionResponse\x12\x65\n\x12\x44\x65scribeCollection\x12&.ragplane.v1.DescribeCollectionRequest\x1a\'.ragplane.v1.DescribeCollectionResponse\x12Y\n\x0e\x44ropCollection\x12\".ragplane.v1.DropCollectionRequest\x1a#.ragplane.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.ragplane.v1.ListCollectionsRequest\x1a$.ragplane.v1.ListCollectionsResponse\x12V\n\rListDocuments\x12!.ragplane.v1.ListDocumentsRequest\x1a\".ragplane.v1.ListDocumentsResponse\x12Y\n\x0eUpdateDocument\x12\".ragplane.v1.UpdateDocumentRequest\x1a#.ragplane.v1.UpdateDocumentResponse\x12\x41\n\x06Upsert\x12\x1a.ragplane.v1.UpsertRequest\x1a\x1b.ragplane.v1.UpsertResponse\x12Y\n\x0e\x44\x65leteDocument\x12\".ragplane.v1.DeleteDocumentRequest\x1a#.ragplane.v1.DeleteDocumentResponse\x12\x41\n\x06Search\x12\x1a.ragplane.v1.SearchRequest\x1a\x1b.ragplane.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bragplane/v1/retriever.proto\x12\x0bragplane.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18ragplane/v1/common.proto\"\xe9\x01\n\nCollection\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x16\n\x0e\x64ocument_count\x18\x05 \x01(\x04\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"y\n\x17\x43reateCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x10\n\x08\x65xist_ok\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"X\n\x18\x43reateCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\")\n\x19\x44\x65scribeCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"I\n\x1a\x44\x65scribeCollectionResponse\x12+\n\ncollection\x18\x01 \x01(\x0b\x32\x17.ragplane.v1.Collection\"%\n\x15\x44ropCollectionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x18\n\x16\x44ropCollectionResponse\"J\n\x16ListCollectionsRequest\x12\x13\n\x0bname_prefix\x18\x01 \x01(\t\x12\x1b\n\x13skip_document_count\x18\x02 \x01(\x08\"G\n\x17ListCollectionsResponse\x12,\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x17.ragplane.v1.Collection\"b\n\x14ListDocumentsRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x07\x64oc_ids\x18\x02 \x03(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"\x92\x02\n\x0eStoredDocument\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x10\n\x08\x64oc_hash\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\r\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12;\n\x08metadata\x18\x07 \x03(\x0b\x32).ragplane.v1.StoredDocument.MetadataEntry\x12.\n\nindex_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"`\n\x15ListDocumentsResponse\x12.\n\tdocuments\x18\x01 \x03(\x0b\x32\x1b.ragplane.v1.StoredDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x15UpdateDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\x12)\n\x05patch\x18\x03 \x01(\x0b\x32\x1a.ragplane.v1.DocumentPatch\"G\n\x16UpdateDocumentResponse\x12-\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1b.ragplane.v1.StoredDocument\"A\n\x0cIndexedChunk\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.ragplane.v1.Chunk\x12\x0e\n\x06vector\x18\x02 \x03(\x02\"K\n\x0e\x44ocumentChunks\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12)\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x19.ragplane.v1.IndexedChunk\"~\n\rUpsertRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12.\n\tdocuments\x18\x03 \x03(\x0b\x32\x1b.ragplane.v1.DocumentChunks\"V\n\x14\x44ocumentUpsertResult\x12\x0e\n\x06\x64oc_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63hunks_written\x18\x02 \x01(\r\x12\x16\n\x0e\x63hunks_deleted\x18\x03 \x01(\r\"D\n\x0eUpsertResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.ragplane.v1.DocumentUpsertResult\";\n\x15\x44\x65leteDocumentRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0e\n\x06\x64oc_id\x18\x02 \x01(\t\"0\n\x16\x44\x65leteDocumentResponse\x12\x16\n\x0e\x63hunks_deleted\x18\x01 \x01(\r\"\xa4\x03\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.ragplane.v1.ModelIdentity\x12\x14\n\x0cquery_vector\x18\x03 \x03(\x02\x12\x12\n\nquery_text\x18\x04 \x01(\t\x12%\n\x04mode\x18\x05 \x01(\x0e\x32\x17.ragplane.v1.SearchMode\x12+\n\x06\x66ilter\x18\x06 \x01(\x0b\x32\x1b.ragplane.v1.MetadataFilter\x12\r\n\x05top_k\x18\x07 \x01(\r\x12#\n\x06\x66usion\x18\x08 \x01(\x0b\x32\x13.ragplane.v1.Fusion\x12#\n\x06rerank\x18\t \x01(\x0b\x32\x13.ragplane.v1.Rerank\x12\x19\n\x11\x65xtra_collections\x18\n \x03(\t\x12\x36\n\x10identifier_boost\x18\x0b \x01(\x0e\x32\x1c.ragplane.v1.IdentifierBoost\x12*\n\nname_check\x18\x0c \x01(\x0b\x32\x16.ragplane.v1.NameCheck\"0\n\tNameCheck\x12\r\n\x05terms\x18\x01 \x03(\t\x12\x14\n\x0c\x63ontext_hits\x18\x02 \x01(\r\"\x99\x01\n\x0eSearchResponse\x12&\n\x04hits\x18\x01 \x03(\x0b\x32\x18.ragplane.v1.ScoredChunk\x12#\n\x06timing\x18\x02 \x01(\x0b\x32\x13.ragplane.v1.Timing\x12\x11\n\trerank_ms\x18\x03 \x01(\x01\x12\x10\n\x08reranker\x18\x04 \x01(\t\x12\x15\n\runknown_terms\x18\x05 \x03(\t2\xa7\x06\n\x10RetrieverService\x12_\n\x10\x43reateCollection\x12$.ragplane.v1.CreateCollectionRequest\x1a%.ragplane.v1.CreateCollectionResponse\x12\x65\n\x12\x44\x65scribeCollection\x12&.ragplane.v1.DescribeCollectionRequest\x1a\'.ragplane.v1.DescribeCollectionResponse\x12Y\n\x0e\x44ropCollection\x12\".ragplane.v1.DropCollectionRequest\x1a#.ragplane.v1.DropCollectionResponse\x12\\\n\x0fListCollections\x12#.ragplane.v1.ListCollectionsRequest\x1a$.ragplane.v1.ListCollectionsResponse\x12V\n\rListDocuments\x12!.ragplane.v1.ListDocumentsRequest\x1a\".ragplane.v1.ListDocumentsResponse\x12Y\n\x0eUpdateDocument\x12\".ragplane.v1.UpdateDocumentRequest\x1a#.ragplane.v1.UpdateDocumentResponse\x12\x41\n\x06Upsert\x12\x1a.ragplane.v1.UpsertRequest\x1a\x1b.ragplane.v1.UpsertResponse\x12Y\n\x0e\x44\x65leteDocument\x12\".ragplane.v1.DeleteDocumentRequest\x1a#.ragplane.v1.DeleteDocumentResponse\x12\x41\n\x06Search\x12\x1a.ragplane.v1.SearchRequest\x1a\x1b.ragplane.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,41 +50,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DROPCOLLECTIONRESPONSE']._serialized_start=709
   _globals['_DROPCOLLECTIONRESPONSE']._serialized_end=733
   _globals['_LISTCOLLECTIONSREQUEST']._serialized_start=735
-  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=759
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=761
-  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=832
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=834
-  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=932
-  _globals['_STOREDDOCUMENT']._serialized_start=935
-  _globals['_STOREDDOCUMENT']._serialized_end=1209
-  _globals['_STOREDDOCUMENT_METADATAENTRY']._serialized_start=1162
-  _globals['_STOREDDOCUMENT_METADATAENTRY']._serialized_end=1209
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1211
-  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1307
-  _globals['_UPDATEDOCUMENTREQUEST']._serialized_start=1309
-  _globals['_UPDATEDOCUMENTREQUEST']._serialized_end=1411
-  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_start=1413
-  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_end=1484
-  _globals['_INDEXEDCHUNK']._serialized_start=1486
-  _globals['_INDEXEDCHUNK']._serialized_end=1551
-  _globals['_DOCUMENTCHUNKS']._serialized_start=1553
-  _globals['_DOCUMENTCHUNKS']._serialized_end=1628
-  _globals['_UPSERTREQUEST']._serialized_start=1630
-  _globals['_UPSERTREQUEST']._serialized_end=1756
-  _globals['_DOCUMENTUPSERTRESULT']._serialized_start=1758
-  _globals['_DOCUMENTUPSERTRESULT']._serialized_end=1844
-  _globals['_UPSERTRESPONSE']._serialized_start=1846
-  _globals['_UPSERTRESPONSE']._serialized_end=1914
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1916
-  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=1975
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=1977
-  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=2025
-  _globals['_SEARCHREQUEST']._serialized_start=2028
-  _globals['_SEARCHREQUEST']._serialized_end=2448
-  _globals['_NAMECHECK']._serialized_start=2450
-  _globals['_NAMECHECK']._serialized_end=2498
-  _globals['_SEARCHRESPONSE']._serialized_start=2501
-  _globals['_SEARCHRESPONSE']._serialized_end=2654
-  _globals['_RETRIEVERSERVICE']._serialized_start=2657
-  _globals['_RETRIEVERSERVICE']._serialized_end=3464
+  _globals['_LISTCOLLECTIONSREQUEST']._serialized_end=809
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_start=811
+  _globals['_LISTCOLLECTIONSRESPONSE']._serialized_end=882
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_start=884
+  _globals['_LISTDOCUMENTSREQUEST']._serialized_end=982
+  _globals['_STOREDDOCUMENT']._serialized_start=985
+  _globals['_STOREDDOCUMENT']._serialized_end=1259
+  _globals['_STOREDDOCUMENT_METADATAENTRY']._serialized_start=1212
+  _globals['_STOREDDOCUMENT_METADATAENTRY']._serialized_end=1259
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_start=1261
+  _globals['_LISTDOCUMENTSRESPONSE']._serialized_end=1357
+  _globals['_UPDATEDOCUMENTREQUEST']._serialized_start=1359
+  _globals['_UPDATEDOCUMENTREQUEST']._serialized_end=1461
+  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_start=1463
+  _globals['_UPDATEDOCUMENTRESPONSE']._serialized_end=1534
+  _globals['_INDEXEDCHUNK']._serialized_start=1536
+  _globals['_INDEXEDCHUNK']._serialized_end=1601
+  _globals['_DOCUMENTCHUNKS']._serialized_start=1603
+  _globals['_DOCUMENTCHUNKS']._serialized_end=1678
+  _globals['_UPSERTREQUEST']._serialized_start=1680
+  _globals['_UPSERTREQUEST']._serialized_end=1806
+  _globals['_DOCUMENTUPSERTRESULT']._serialized_start=1808
+  _globals['_DOCUMENTUPSERTRESULT']._serialized_end=1894
+  _globals['_UPSERTRESPONSE']._serialized_start=1896
+  _globals['_UPSERTRESPONSE']._serialized_end=1964
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_start=1966
+  _globals['_DELETEDOCUMENTREQUEST']._serialized_end=2025
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_start=2027
+  _globals['_DELETEDOCUMENTRESPONSE']._serialized_end=2075
+  _globals['_SEARCHREQUEST']._serialized_start=2078
+  _globals['_SEARCHREQUEST']._serialized_end=2498
+  _globals['_NAMECHECK']._serialized_start=2500
+  _globals['_NAMECHECK']._serialized_end=2548
+  _globals['_SEARCHRESPONSE']._serialized_start=2551
+  _globals['_SEARCHRESPONSE']._serialized_end=2704
+  _globals['_RETRIEVERSERVICE']._serialized_start=2707
+  _globals['_RETRIEVERSERVICE']._serialized_end=3514
 # @@protoc_insertion_point(module_scope)

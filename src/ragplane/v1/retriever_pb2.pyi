@@ -71,8 +71,12 @@ class DropCollectionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListCollectionsRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("name_prefix", "skip_document_count")
+    NAME_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    SKIP_DOCUMENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name_prefix: str
+    skip_document_count: bool
+    def __init__(self, name_prefix: _Optional[str] = ..., skip_document_count: _Optional[bool] = ...) -> None: ...
 
 class ListCollectionsResponse(_message.Message):
     __slots__ = ("collections",)

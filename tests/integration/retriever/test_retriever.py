@@ -285,6 +285,28 @@ async def test_list_collections_gives_ragplanes_by_name_with_model_and_size(
     assert (by_name["listed"].model, by_name["listed"].chunk_count) == (OTHER_MODEL, 0)
 
 
+async def test_list_collections_by_prefix_counts_only_those_named_with_it(retriever, pg):
+    await retriever.CreateCollection(
+        retriever_pb2.CreateCollectionRequest(name="pre__listed", model=OTHER_MODEL), timeout=T
+    )
+    try:
+        prefixed = await retriever.ListCollections(
+            retriever_pb2.ListCollectionsRequest(name_prefix="pre__"), timeout=T
+        )
+        chunks_only = await retriever.ListCollections(
+            retriever_pb2.ListCollectionsRequest(name_prefix=pg, skip_document_count=True),
+            timeout=T,
+        )
+    finally:
+        await retriever.DropCollection(
+            retriever_pb2.DropCollectionRequest(name="pre__listed"), timeout=T
+        )
+    assert [c.name for c in prefixed.collections] == ["pre__listed"]
+    (counted,) = [c for c in chunks_only.collections if c.name == pg]
+    assert counted.chunk_count == sum(len(t) for t in CORPUS.values())
+    assert counted.document_count == 0
+
+
 def drop_directly(uri: str, collection: str) -> None:
     client = MilvusClient(uri=uri, timeout=T)
     try:
