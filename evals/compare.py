@@ -19,6 +19,8 @@ COLUMNS = {
     "citation_rate": "[n] rate",
     "correct_citation_rate": "correct citation",
     "invalid_citation_rate": "invalid [n]",
+    "attributed_rate": "added [n]",
+    "attributed_precision": "added [n] relevant",
     "abstention_accuracy": "abstention acc.",
     "false_abstention_rate": "false abst.",
     "cut_rate": "cut at max_tokens",

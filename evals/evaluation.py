@@ -242,6 +242,10 @@ def answer_fields(reply: gateway_pb2.AskUnaryResponse, relevant: frozenset[str])
         "cited": cited,
         "invalid_citations": list(f.invalid_citations),
         "cited_relevant": any(by_index.get(i) in relevant for i in cited),
+        # The markers the gateway added (attribution), and which of them point at a
+        # relevant document.
+        "attributed": list(f.attributed_indexes),
+        "attributed_relevant": [by_index.get(i) in relevant for i in f.attributed_indexes],
     }
 
 
@@ -417,6 +421,12 @@ def citation_summary(answerable: list[dict[str, Any]], rows: list[dict[str, Any]
         "citation_rate": _mean([float(bool(r["cited"])) for r in written]),
         "correct_citation_rate": _mean([float(r["cited_relevant"]) for r in written]),
         "invalid_citation_rate": _mean([float(bool(r["invalid_citations"])) for r in every]),
+        # Answers with a marker the gateway added, and the share of added markers that
+        # point at a relevant document (answerable questions).
+        "attributed_rate": _mean([float(bool(r.get("attributed"))) for r in written]),
+        "attributed_precision": _mean(
+            [float(hit) for r in written for hit in r.get("attributed_relevant", [])]
+        ),
         "cut_rate": _mean([float(r["finish_reason"] == "FINISH_REASON_LENGTH") for r in every]),
         "tokens_per_s_p50": round(statistics.median(rates), 2) if rates else float("nan"),
     }

@@ -192,6 +192,8 @@ class Finished:
     invalid_citations: tuple[int, ...] = ()
     # The generator stopped the answer because it kept repeating itself.
     stopped_repeating: bool = False
+    # Of cited_indexes, the ones whose markers the gateway added (attribution.py).
+    attributed_indexes: tuple[int, ...] = ()
 
     @property
     def abstained(self) -> bool:

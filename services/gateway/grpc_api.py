@@ -291,6 +291,7 @@ def ask_response(event: api.AskEvent) -> gateway_pb2.AskResponse:
             cited_indexes=event.cited_indexes,
             invalid_citations=event.invalid_citations,
             stopped_repeating=event.stopped_repeating,
+            attributed_indexes=event.attributed_indexes,
         )
     )
 

@@ -3,7 +3,8 @@
 The prompt numbers its passages [1]..[k] and asks the model to cite them so. A small
 model also writes numbers that point at no passage ([4] of three, [0]): the finished
 event names those apart, so a caller can flag or drop them. The streamed text is never
-rewritten; its deltas are already on their way when the answer ends.
+rewritten; its deltas are already on their way when the answer ends. (The gateway may
+add markers the model left out, attribution.py; they are checked here like the rest.)
 """
 
 from __future__ import annotations

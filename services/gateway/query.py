@@ -18,6 +18,7 @@ from opentelemetry import trace
 from ragplane.errors import InvalidArgument, Unavailable
 from ragplane.gateway import api, metrics
 from ragplane.gateway.admission import Admission, AdmissionSettings
+from ragplane.gateway.attribution import Attributor
 from ragplane.gateway.auth import caller_tenant
 from ragplane.gateway.clients import Backends, Deadline, Timeouts
 from ragplane.gateway.markers import check_markers
@@ -63,6 +64,9 @@ class QuerySettings:
     min_relevance: float
     # Abstain when the question names something (see ragplane.names) the corpus lacks.
     check_names: bool = True
+    # Add [n] markers where a passage supports a sentence the model left unmarked
+    # (attribution.py).
+    attribute_citations: bool = True
 
 
 @dataclass(frozen=True)
@@ -157,14 +161,24 @@ class QueryPipeline:
 
         done: generator_pb2.GenerateFinished | None = None
         answer: list[str] = []
+        attributor = (
+            Attributor(question, [hit.chunk.text for hit in fitted.context])
+            if self._settings.attribute_citations
+            else None
+        )
         async for event in self._generate(query, fitted, max_tokens, deadline, timings, started):
             if isinstance(event, api.Delta):
-                answer.append(event.text)
-                yield event
+                text = attributor.feed(event.text) if attributor else event.text
+                if text:
+                    answer.append(text)
+                    yield api.Delta(text)
             else:
                 done = event
         if done is None:
             raise Unavailable("the generator's stream ended without a finished event")
+        if attributor and (tail := attributor.finish()):
+            answer.append(tail)
+            yield api.Delta(tail)
         timings.total_ms = _ms_since(started)
         metrics.ANSWERS.labels("answered").inc()
         metrics.ASK_DURATION.observe(timings.total_ms / 1000)
@@ -178,6 +192,7 @@ class QueryPipeline:
             cited_indexes=marked.cited,
             invalid_citations=marked.invalid,
             stopped_repeating=done.stopped_repeating,
+            attributed_indexes=tuple(attributor.attributed) if attributor else (),
         )
 
     async def _retrieve(

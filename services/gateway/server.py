@@ -85,6 +85,7 @@ class GatewaySettings:
                 # either evaluation set (docs/retrieval.md).
                 min_relevance=env_float("RAGPLANE_GATEWAY_MIN_RELEVANCE", 0.35),
                 check_names=env_bool("RAGPLANE_GATEWAY_CHECK_NAMES", True),
+                attribute_citations=env_bool("RAGPLANE_GATEWAY_ATTRIBUTE_CITATIONS", True),
             ),
             admission=AdmissionSettings(
                 max_in_flight=env_int("RAGPLANE_GATEWAY_MAX_ASKS_IN_FLIGHT", 4, minimum=1),

@@ -272,6 +272,11 @@ class AnswerOutcome(WireModel):
         description="True when the generator stopped the answer because it kept repeating "
         "itself (finish_reason is then stop).",
     )
+    attributed_indexes: list[int] | None = Field(
+        default=None,
+        description="Of cited_indexes, the citations whose [n] markers the gateway added "
+        "where a passage supports a sentence the model left unmarked.",
+    )
     timings: Timings | None = None
 
     def _omitted(self) -> frozenset[str]:

@@ -283,6 +283,7 @@ def outcome(finished: api.Finished) -> dict:
         "cited_indexes": list(finished.cited_indexes),
         "invalid_citations": list(finished.invalid_citations),
         "stopped_repeating": finished.stopped_repeating,
+        "attributed_indexes": list(finished.attributed_indexes),
         "timings": p.Timings(
             embed_ms=t.embed_ms,
             retrieve_ms=t.retrieve_ms,

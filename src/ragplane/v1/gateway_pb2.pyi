@@ -210,7 +210,7 @@ class StageTimings(_message.Message):
     def __init__(self, embed_ms: _Optional[float] = ..., retrieve_ms: _Optional[float] = ..., prompt_ms: _Optional[float] = ..., time_to_first_token_ms: _Optional[float] = ..., generate_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., rerank_ms: _Optional[float] = ...) -> None: ...
 
 class AskFinished(_message.Message):
-    __slots__ = ("finish_reason", "usage", "timings", "abstained", "abstain_reason", "unknown_names", "cited_indexes", "invalid_citations", "stopped_repeating")
+    __slots__ = ("finish_reason", "usage", "timings", "abstained", "abstain_reason", "unknown_names", "cited_indexes", "invalid_citations", "stopped_repeating", "attributed_indexes")
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
@@ -220,6 +220,7 @@ class AskFinished(_message.Message):
     CITED_INDEXES_FIELD_NUMBER: _ClassVar[int]
     INVALID_CITATIONS_FIELD_NUMBER: _ClassVar[int]
     STOPPED_REPEATING_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTED_INDEXES_FIELD_NUMBER: _ClassVar[int]
     finish_reason: _common_pb2.FinishReason
     usage: _common_pb2.Usage
     timings: StageTimings
@@ -229,7 +230,8 @@ class AskFinished(_message.Message):
     cited_indexes: _containers.RepeatedScalarFieldContainer[int]
     invalid_citations: _containers.RepeatedScalarFieldContainer[int]
     stopped_repeating: bool
-    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., abstained: _Optional[bool] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ..., cited_indexes: _Optional[_Iterable[int]] = ..., invalid_citations: _Optional[_Iterable[int]] = ..., stopped_repeating: _Optional[bool] = ...) -> None: ...
+    attributed_indexes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., abstained: _Optional[bool] = ..., abstain_reason: _Optional[_Union[AbstainReason, str]] = ..., unknown_names: _Optional[_Iterable[str]] = ..., cited_indexes: _Optional[_Iterable[int]] = ..., invalid_citations: _Optional[_Iterable[int]] = ..., stopped_repeating: _Optional[bool] = ..., attributed_indexes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("citations", "delta", "finished")
