@@ -121,8 +121,9 @@ async def running_stack(
         "RAGPLANE_RERANK_BY_DEFAULT": "false",
         # The suite's stack runs SmolLM2 (fast on 2 cores; the tests' expectations were
         # measured on it); the default model's own check is test_default_model.py, which
-        # runs where the stack is started with it (docs/models.md).
-        "RAGPLANE_GENERATOR_MODEL": "smollm2-135m",
+        # runs where the stack is started with it: RAGPLANE_TEST_GENERATOR_MODEL names
+        # another catalogue model for the stack (docs/models.md).
+        "RAGPLANE_GENERATOR_MODEL": os.environ.get("RAGPLANE_TEST_GENERATOR_MODEL", "smollm2-135m"),
         # Authentication is on, as `ragplane up` has it; the quotas are off (the load tests
         # send 1,000 asks with one key): tests/integration/security starts a gateway with
         # them on.
