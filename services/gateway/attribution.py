@@ -103,7 +103,6 @@ class Attributor:
                 held, self._held = self._held, ""
                 if char.isspace():
                     out.append(self._marker() + held)
-                    self._sentence.clear()
                 else:
                     out.append(held)
                     self._sentence.append(held)
@@ -115,10 +114,7 @@ class Attributor:
                 self._held = char
                 continue
             if char == "\n" and not self._in_code:
-                line = "".join(self._sentence).rstrip()
-                out.append("" if line.endswith(":") else self._marker())
-                self._sentence.clear()
-                out.append(char)
+                out.append(self._marker() + char)
                 continue
             self._sentence.append(char)
             out.append(char)
@@ -129,9 +125,12 @@ class Attributor:
         return self._marker() + held
 
     def _marker(self) -> str:
-        sentence = "".join(self._sentence)
+        sentence = "".join(self._sentence).rstrip()
         self._sentence.clear()
-        if not sentence.strip() or MARKER.search(sentence) or _DONT_KNOW.search(sentence):
+        # A list's intro ("Steps:") is no claim.
+        if not sentence or sentence.endswith(":") or MARKER.search(sentence):
+            return ""
+        if _DONT_KNOW.search(sentence):  # the model abstaining cites nothing
             return ""
         number = supporting_passage(sentence, self._question, self._passages)
         if number is None:
